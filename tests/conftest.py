@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -9,6 +10,24 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def comfyui_root() -> Path | None:
+    """The ComfyUI copy the tests run against (.ci/run puts it in build/comfyui; COMFYUI_PATH overrides)."""
+    for cand in (os.environ.get("COMFYUI_PATH"), ROOT / "build" / "comfyui"):
+        if cand and (Path(cand) / "comfy").is_dir():
+            return Path(cand)
+    return None
+
+
 @pytest.fixture
 def golden() -> Path:
     return GOLDEN
+
+
+@pytest.fixture(scope="session")
+def lyric_vocab() -> Path:
+    """ComfyUI ships the official VoiceBPE vocabulary; the tests take it from there, as users' installs do."""
+    root = comfyui_root()
+    path = root / "comfy" / "text_encoders" / "ace_lyrics_tokenizer" / "vocab.json" if root else None
+    if path is None or not path.is_file():
+        pytest.fail("No ComfyUI copy with ace_lyrics_tokenizer/vocab.json: run `bash .ci/setup` or set COMFYUI_PATH")
+    return path
