@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,11 +20,19 @@ log = logging.getLogger(__name__)
 StateDict = dict[str, torch.Tensor]
 
 
-def read_safetensors(path: str | Path) -> tuple[StateDict, dict[str, str]]:
-    """All tensors of a .safetensors file (memory-mapped by safetensors) and its metadata."""
+def read_safetensors(path: str | Path, prefix: str = "") -> tuple[StateDict, dict[str, str]]:
+    """The tensors of a .safetensors file under ``prefix`` (prefix stripped) and the file's metadata.
+
+    Only the tensors asked for are read, so taking one part out of a 7 GB all-in-one file costs that part alone.
+    """
     with safe_open(str(path), framework="pt", device="cpu") as f:
         metadata = f.metadata() or {}
-        return {k: f.get_tensor(k) for k in f.keys()}, metadata
+        return {k[len(prefix) :]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}, metadata
+
+
+def safetensors_keys(path: str | Path) -> list[str]:
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        return list(f.keys())
 
 
 def read_json(path: str | Path) -> dict:
@@ -38,23 +48,25 @@ def build(
     dtype: torch.dtype | None = None,
     device: str | torch.device = "cpu",
     operations=None,
-    ignore_prefixes: tuple[str, ...] = (),
+    ignore: str | None = None,
     name: str | None = None,
 ) -> torch.nn.Module:
     """``model_cls(config, dtype=, device=, operations=)`` built on meta and filled from ``state_dict``.
 
-    Floating tensors are cast to ``dtype`` (kept as stored when None). Keys under ``ignore_prefixes`` (training-only
-    parts) are dropped with a log line; any other missing or unexpected key is an error, never a silent mis-load.
+    Floating tensors are cast to ``dtype`` (kept as stored when None). Keys matching the regex ``ignore`` (training-only
+    or never-read official tensors) are dropped with a log line; any other missing or unexpected key is an error,
+    never a silent mis-load.
     """
     name = name or model_cls.__name__
     with torch.device("meta"):
         model = model_cls(config, dtype=dtype, operations=operations)
-    skipped = [k for k in state_dict if k.startswith(ignore_prefixes)] if ignore_prefixes else []
+    skip = re.compile(ignore).match if ignore else (lambda _k: False)
+    skipped = [k for k in state_dict if skip(k)]
     if skipped:
-        log.info("%s: skipping %d training-only tensors (%s)", name, len(skipped), ", ".join(ignore_prefixes))
+        log.info("%s: skipping %d tensors the model never reads (%s)", name, len(skipped), ignore)
     sd = {}
     for k, v in state_dict.items():
-        if ignore_prefixes and k.startswith(ignore_prefixes):
+        if skip(k):
             continue
         if dtype is not None and v.is_floating_point():
             v = v.to(dtype)
@@ -64,10 +76,142 @@ def build(
     if result.missing_keys:
         problems.append(f"missing {len(result.missing_keys)} tensors (e.g. {result.missing_keys[:5]})")
     if result.unexpected_keys:
-        problems.append(f"unexpected {len(result.unexpected_keys)} tensors (e.g. {result.unexpected_keys[:5]})")
+        problems.append(
+            f"unexpected {len(result.unexpected_keys)} tensors (e.g. {result.unexpected_keys[:5]})"
+        )
     if problems:
         raise ValueError(f"{name}: the weights do not fit this architecture: " + "; ".join(problems))
     still_meta = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if still_meta:
         raise RuntimeError(f"{name}: tensors left uninitialised after loading: {still_meta[:5]}")
     return model.eval().requires_grad_(False)
+
+
+# --- Where each part lives in the files users have -------------------------------------------------------------
+#
+# 1. the official Hugging Face folder ACE-Step-v1-3.5B/<part dir>/{config.json, weights}
+# 2. ComfyUI's all-in-one ace_step_v1_3.5b.safetensors (model.diffusion_model. / vae.dcae. / vae.vocoder. /
+#    text_encoders.umt5base.transformer. + text_encoders.umt5base.spiece_model)
+# 3. one file per part (ComfyUI's diffusion_models/, vae/, text_encoders/), keys with or without those prefixes
+# Each part is found by a key only it has ("signature"); whatever stands before it is the part's prefix.
+
+OFFICIAL_DIRS = {
+    "dit": "ace_step_transformer",
+    "dcae": "music_dcae_f8c8",
+    "vocoder": "music_vocoder",
+    "text_encoder": "umt5-base",
+}
+OFFICIAL_WEIGHTS = {
+    "dit": "diffusion_pytorch_model.safetensors",
+    "dcae": "diffusion_pytorch_model.safetensors",
+    "vocoder": "diffusion_pytorch_model.safetensors",
+    "text_encoder": "model.safetensors",
+}
+SIGNATURES = {
+    "dit": "genre_embedder.weight",
+    "dcae": "decoder.conv_out.weight",
+    "vocoder": "backbone.channel_layers.0.0.weight",
+    "text_encoder": "encoder.block.0.layer.0.SelfAttention.q.weight",
+}
+# Metadata key under which our own (e.g. tiny test) single files carry a part's official config.json, for the
+# sizes that tensor shapes cannot tell (attention head size). Real full-size files need none.
+CONFIG_METADATA = "acestep.config.{part}"
+SPIECE_SUFFIX = "spiece_model"
+
+
+def find_prefix(keys: list[str], part: str) -> str | None:
+    sig = SIGNATURES[part]
+    found = sorted(k[: -len(sig)] for k in keys if k == sig or k.endswith("." + sig))
+    return found[0] if found else None
+
+
+def _weights_in_dir(d: Path, part: str) -> Path:
+    official = d / OFFICIAL_WEIGHTS[part]
+    if official.is_file():
+        return official
+    files = sorted(d.glob("*.safetensors"))
+    if len(files) == 1:
+        return files[0]
+    raise FileNotFoundError(
+        f"{part}: expected {OFFICIAL_WEIGHTS[part]} in {d} (found {[f.name for f in files] or 'no .safetensors'})"
+    )
+
+
+@dataclass
+class PartSource:
+    """One part's weights, with its prefix stripped, and its config when the files carry one."""
+
+    part: str
+    state_dict: StateDict
+    config: dict | None
+    origin: str
+    extras: dict = field(default_factory=dict)  # e.g. the sentencepiece model bytes of an all-in-one file
+
+
+def locate(path: str | Path, part: str) -> PartSource:
+    """Read ``part`` from an official folder (root or the part's own folder) or from a single .safetensors file."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{part}: no such file or folder: {p}")
+    if p.is_dir():
+        d = p / OFFICIAL_DIRS[part] if (p / OFFICIAL_DIRS[part]).is_dir() else p
+        weights = _weights_in_dir(d, part)
+        config = read_json(d / "config.json") if (d / "config.json").is_file() else None
+        keys = safetensors_keys(weights)
+        prefix = find_prefix(keys, part)
+        if prefix is None:
+            raise ValueError(
+                f"{part}: {weights} holds no {part} weights (no tensor named like '{SIGNATURES[part]}')"
+            )
+        sd, meta = read_safetensors(weights, prefix)
+        config = config or _metadata_config(meta, part)
+        return PartSource(part, sd, config, str(weights), {"dir": d})
+    if p.suffix.lower() != ".safetensors":
+        raise ValueError(
+            f"{part}: {p.name} is not a .safetensors file; give the official model folder or a .safetensors file "
+            "(pickled .ckpt/.bin/.pt files are not loaded, for safety)"
+        )
+    keys = safetensors_keys(p)
+    prefix = find_prefix(keys, part)
+    if prefix is None:
+        found = [q for q in SIGNATURES if find_prefix(keys, q) is not None]
+        raise ValueError(
+            f"{part}: {p.name} holds no {part} weights"
+            + (f" (it holds: {', '.join(found)})" if found else " (it is not an ACE-Step file)")
+        )
+    sd, meta = read_safetensors(p, prefix)
+    extras: dict = {"dir": p.parent}
+    spiece = [k for k in keys if k.endswith(SPIECE_SUFFIX)]
+    if part == "text_encoder" and spiece:
+        with safe_open(str(p), framework="pt", device="cpu") as f:
+            extras["spiece_model"] = f.get_tensor(spiece[0]).numpy().tobytes()
+    return PartSource(part, sd, _metadata_config(meta, part), str(p), extras)
+
+
+def _metadata_config(meta: dict[str, str], part: str) -> dict | None:
+    raw = meta.get(CONFIG_METADATA.format(part=part))
+    return json.loads(raw) if raw else None
+
+
+# --- Edge conversions: other layouts' key names -> the official module tree -----------------------------------
+
+# torch's newer weight_norm (what ComfyUI's classes save) -> the official weight_g / weight_v parameters.
+_WEIGHT_NORM_NEW = (".parametrizations.weight.original0", ".parametrizations.weight.original1")
+_WEIGHT_NORM_OLD = (".weight_g", ".weight_v")
+
+
+def to_official_keys(part: str, sd: StateDict) -> StateDict:
+    if part == "vocoder":
+        out = {}
+        for k, v in sd.items():
+            for new, old in zip(_WEIGHT_NORM_NEW, _WEIGHT_NORM_OLD):
+                if k.endswith(new):
+                    k = k[: -len(new)] + old
+            out[k] = v
+        return out
+    if part == "text_encoder" and "shared.weight" not in sd and "encoder.embed_tokens.weight" in sd:
+        sd = dict(sd)
+        sd["shared.weight"] = sd.pop(
+            "encoder.embed_tokens.weight"
+        )  # tied in UMT5; files may keep either name
+    return sd
