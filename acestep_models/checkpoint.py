@@ -164,6 +164,7 @@ def locate(path: str | Path, part: str) -> PartSource:
                 f"{part}: {weights} holds no {part} weights (no tensor named like '{SIGNATURES[part]}')"
             )
         sd, meta = read_safetensors(weights, prefix)
+        sd = to_official_keys(part, sd)
         config = config or _metadata_config(meta, part)
         return PartSource(part, sd, config, str(weights), {"dir": d})
     if p.suffix.lower() != ".safetensors":
@@ -180,6 +181,7 @@ def locate(path: str | Path, part: str) -> PartSource:
             + (f" (it holds: {', '.join(found)})" if found else " (it is not an ACE-Step file)")
         )
     sd, meta = read_safetensors(p, prefix)
+    sd = to_official_keys(part, sd)
     extras: dict = {"dir": p.parent}
     spiece = [k for k in keys if k.endswith(SPIECE_SUFFIX)]
     if part == "text_encoder" and spiece:
@@ -209,9 +211,65 @@ def to_official_keys(part: str, sd: StateDict) -> StateDict:
                     k = k[: -len(new)] + old
             out[k] = v
         return out
-    if part == "text_encoder" and "shared.weight" not in sd and "encoder.embed_tokens.weight" in sd:
-        sd = dict(sd)
-        sd["shared.weight"] = sd.pop(
-            "encoder.embed_tokens.weight"
-        )  # tied in UMT5; files may keep either name
     return sd
+
+
+# --- Loaders: one per part, each taking any of the layouts above -------------------------------------------------
+
+
+def _config(cls, src: PartSource):
+    """The official config.json (of the folder, or carried in the file's metadata) when there is one; otherwise the
+    sizes read off the tensors' shapes, with the released values for what shapes cannot tell."""
+    if src.config is not None:
+        return cls.from_official(src.config)
+    return cls.from_state_dict(src.state_dict)
+
+
+def load_dit(path: str | Path, dtype: torch.dtype | None = None, device="cpu", operations=None):
+    """The DiT (with its lyric encoder) from an official folder, an all-in-one or a DiT-only file."""
+    from .dit import IGNORED_KEYS, ACEStepTransformer, DiTConfig
+
+    src = locate(path, "dit")
+    config = _config(DiTConfig, src)
+    return build(
+        ACEStepTransformer,
+        config,
+        src.state_dict,
+        dtype=dtype,
+        device=device,
+        operations=operations,
+        ignore=IGNORED_KEYS,
+        name=f"ACE-Step DiT ({src.origin})",
+    )
+
+
+def load_text_encoder(path: str | Path, dtype: torch.dtype | None = None, device="cpu", operations=None):
+    """UMT5 and its tokenizer: from the official umt5-base folder (tokenizer.json), or a single file that carries the
+    sentencepiece model as its ``spiece_model`` tensor (ComfyUI's layout) or has tokenizer files beside it."""
+    from .text_encoder import UMT5Config, UMT5EncoderModel, UMT5Tokenizer
+
+    src = locate(path, "text_encoder")
+    config = _config(UMT5Config, src)
+    # ComfyUI's files carry the tokenizer and a CLIP-style logit_scale beside the weights; the encoder uses neither.
+    model = build(
+        UMT5EncoderModel,
+        config,
+        src.state_dict,
+        dtype=dtype,
+        device=device,
+        ignore=f"({SPIECE_SUFFIX}|logit_scale)$",
+        operations=operations,
+        name=f"UMT5 text encoder ({src.origin})",
+    )
+    if "spiece_model" in src.extras:
+        tokenizer = UMT5Tokenizer.from_sentencepiece(src.extras["spiece_model"])
+    else:
+        try:
+            tokenizer = UMT5Tokenizer.from_folder(src.extras["dir"])
+        except FileNotFoundError as e:
+            raise FileNotFoundError(
+                f"UMT5 tokenizer not found for {src.origin}: the file has no 'spiece_model' tensor and there is no "
+                f"tokenizer.json or spiece.model beside it in {src.extras['dir']}. Put umt5-base's tokenizer.json "
+                "there (from the official ACE-Step-v1-3.5B/umt5-base folder), or use ComfyUI's all-in-one file."
+            ) from e
+    return model, tokenizer

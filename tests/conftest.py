@@ -6,8 +6,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / "tests"):  # the package, and shared test helpers (tiny_checkpoints)
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 
 def comfyui_root() -> Path | None:

@@ -1,0 +1,80 @@
+"""Users' files load unchanged, whichever layout they come in: the official Hugging Face folder, ComfyUI's
+all-in-one checkpoint, or one file per part. Each layout is written from the same tiny official weights, loaded the
+way a user's file is, and must give the very same tensors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from acestep_models import checkpoint
+from tiny_checkpoints import TINY, write_all_in_one, write_split
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("layouts")
+    return {
+        "all_in_one": write_all_in_one(root / "ace_step_v1_3.5b.safetensors"),
+        **write_split(root / "split"),
+    }
+
+
+def test_official_folder_root_or_part_folder(layouts):
+    dit = checkpoint.load_dit(TINY)
+    assert same_weights(dit, checkpoint.load_dit(TINY / "ace_step_transformer"))
+    assert len(dit.transformer_blocks) == 20
+
+
+def test_dit_from_all_in_one_and_split_file_equals_official_folder(layouts):
+    official = checkpoint.load_dit(TINY)
+    assert same_weights(official, checkpoint.load_dit(layouts["all_in_one"]))
+    assert same_weights(official, checkpoint.load_dit(layouts["dit"]))
+
+
+def test_text_encoder_and_tokenizer_from_every_layout(layouts):
+    model, tok = checkpoint.load_text_encoder(TINY)
+    prompt = ["funk, pop, soul, rock, melodic, guitar, drums, bass, keyboard, percussion, 105 BPM"]
+    ids, mask = tok(prompt)
+    hidden = model(ids, mask)
+    for source in (layouts["all_in_one"], layouts["text_encoder"]):
+        m2, tok2 = checkpoint.load_text_encoder(source)  # tokenizer from the spiece_model tensor
+        ids2, mask2 = tok2(prompt)
+        assert torch.equal(ids, ids2) and torch.equal(mask, mask2)
+        assert torch.equal(hidden, m2(ids2, mask2))
+
+
+def test_dtype_is_applied_at_load():
+    dit = checkpoint.load_dit(TINY, dtype=torch.bfloat16)
+    assert {p.dtype for p in dit.parameters()} == {torch.bfloat16}
+
+
+def test_wrong_part_or_file_type_says_what_the_file_is(layouts, tmp_path):
+    with pytest.raises(ValueError, match=r"holds no dit weights \(it holds: text_encoder\)"):
+        checkpoint.load_dit(layouts["text_encoder"])
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match=r"model.ckpt is not a .safetensors file"):
+        checkpoint.load_dit(ckpt)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        checkpoint.load_dit(tmp_path / "missing.safetensors")
+    other = tmp_path / "sd15.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4)}, str(other))
+    with pytest.raises(ValueError, match="not an ACE-Step file"):
+        checkpoint.load_dit(other)
+
+
+def test_text_encoder_file_without_tokenizer_says_where_to_put_it(tmp_path):
+    from tiny_checkpoints import official_part
+
+    sd, _ = official_part("text_encoder")
+    lone = tmp_path / "umt5_base.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(lone))
+    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
+        checkpoint.load_text_encoder(lone)
