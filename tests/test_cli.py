@@ -1,0 +1,67 @@
+"""``python -m acestep_models`` as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LYRICS = ROOT / "tests" / "golden" / "lyrics"
+OFFICIAL = json.loads((LYRICS / "official_ids.json").read_text(encoding="utf-8"))
+
+
+def cli(*args: str, unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    return subprocess.run(
+        [sys.executable, "-m", "acestep_models", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env,
+        timeout=300,
+    )
+
+
+def test_tokenize_lyrics_prints_the_official_ids(lyric_vocab, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    files = [
+        "tests/golden/lyrics/corpus/mixed.txt",
+        "tests/golden/lyrics/examples/default_20250426074413.txt",
+    ]
+    run = cli("tokenize-lyrics", "--vocab", str(lyric_vocab), *files, str(empty))
+    assert run.returncode == 0, run.stderr
+    out = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [o["file"] for o in out] == [*files, str(empty)]
+    for o, rel in zip(out, ["corpus/mixed.txt", "examples/default_20250426074413.txt"]):
+        assert o["ids"] == OFFICIAL["files"][rel]["ids"]
+        for line, official in zip(o["lines"], OFFICIAL["files"][rel]["lines"], strict=True):
+            assert line["ids"] + [2] == official["ids"]  # each line's ids, then the separator
+        assert all(set(line) == {"lang", "text", "ids", "unknown"} for line in o["lines"])
+    mixed = out[0]["lines"]
+    assert mixed[0] == {"lang": "en", "text": "[verse]", "ids": [259, 6683], "unknown": 0}
+    assert mixed[1]["lang"] == "zh" and mixed[1]["text"] == "Yo, 这是来自深渊的怒吼"
+    # Empty lyrics: the pipeline feeds a single 0 (with mask 0).
+    assert out[2]["ids"] == [0] and out[2]["lines"] == [{"lang": None, "text": "", "ids": [], "unknown": 0}]
+
+
+def test_missing_file_is_a_one_line_error(lyric_vocab):
+    run = cli("tokenize-lyrics", "--vocab", str(lyric_vocab), "no/such/lyrics.txt")
+    assert run.returncode != 0 and run.stdout == ""
+    assert run.stderr.strip() == "error: lyrics file not found: no/such/lyrics.txt"
+
+
+def test_vocab_not_found_says_where_it_looked(tmp_path):
+    lyrics = tmp_path / "song.txt"
+    lyrics.write_text("hello")
+    run = cli("tokenize-lyrics", "--vocab", str(tmp_path / "missing.json"), str(lyrics))
+    assert run.returncode != 0 and run.stdout == ""
+    assert len(run.stderr.strip().splitlines()) == 1 and "missing.json (missing)" in run.stderr
+
+    run = cli("tokenize-lyrics", str(lyrics), unset=("COMFYUI_PATH",))  # no ComfyUI around
+    assert run.returncode != 0 and len(run.stderr.strip().splitlines()) == 1
+    assert "$COMFYUI_PATH (not set)" in run.stderr and "--vocab" in run.stderr
