@@ -30,5 +30,7 @@ def lyric_vocab() -> Path:
     root = comfyui_root()
     path = root / "comfy" / "text_encoders" / "ace_lyrics_tokenizer" / "vocab.json" if root else None
     if path is None or not path.is_file():
-        pytest.fail("No ComfyUI copy with ace_lyrics_tokenizer/vocab.json: run `bash .ci/setup` or set COMFYUI_PATH")
+        pytest.fail(
+            "No ComfyUI copy with ace_lyrics_tokenizer/vocab.json: run `bash scripts/setup_env.sh` or set COMFYUI_PATH"
+        )
     return path
