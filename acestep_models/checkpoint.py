@@ -273,3 +273,33 @@ def load_text_encoder(path: str | Path, dtype: torch.dtype | None = None, device
                 "there (from the official ACE-Step-v1-3.5B/umt5-base folder), or use ComfyUI's all-in-one file."
             ) from e
     return model, tokenizer
+
+
+def load_music_dcae(
+    path: str | Path,
+    vocoder_path: str | Path | None = None,
+    dtype: torch.dtype | None = None,
+    device="cpu",
+    operations=None,
+):
+    """DCAE + vocoder from the official folder (music_dcae_f8c8/ + music_vocoder/), an all-in-one file, a VAE file
+    holding both (ComfyUI's vae/ layout), or a DCAE file and a separate ``vocoder_path``."""
+    from .music_dcae import MusicDCAE, MusicDCAEConfig
+
+    dcae = locate(path, "dcae")
+    vocoder = locate(vocoder_path or path, "vocoder")
+    sd = {f"dcae.{k}": v for k, v in dcae.state_dict.items()}
+    sd.update({f"vocoder.{k}": v for k, v in vocoder.state_dict.items()})
+    if dcae.config is not None and vocoder.config is not None:
+        config = MusicDCAEConfig.from_official(dcae.config, vocoder.config)
+    else:
+        config = MusicDCAEConfig.from_state_dict(sd)
+    return build(
+        MusicDCAE,
+        config,
+        sd,
+        dtype=dtype,
+        device=device,
+        operations=operations,
+        name=f"ACE-Step music DCAE ({dcae.origin})",
+    )

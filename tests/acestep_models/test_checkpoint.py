@@ -4,6 +4,8 @@ way a user's file is, and must give the very same tensors."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -78,3 +80,59 @@ def test_text_encoder_file_without_tokenizer_says_where_to_put_it(tmp_path):
     save_file({k: v.contiguous() for k, v in sd.items()}, str(lone))
     with pytest.raises(FileNotFoundError, match="tokenizer.json"):
         checkpoint.load_text_encoder(lone)
+
+
+def test_music_dcae_from_every_layout(layouts):
+    official = checkpoint.load_music_dcae(TINY)
+    assert same_weights(official, checkpoint.load_music_dcae(layouts["all_in_one"]))
+    assert same_weights(official, checkpoint.load_music_dcae(layouts["vae"]))  # ComfyUI's weight-norm names
+    parts = checkpoint.load_music_dcae(TINY / "music_dcae_f8c8", vocoder_path=TINY / "music_vocoder")
+    assert same_weights(official, parts)
+    latents = torch.randn(1, 8, 16, 12, generator=torch.Generator().manual_seed(0))
+    audio = official.decode(latents)
+    assert audio.shape[:2] == (1, 2) and torch.isfinite(audio).all()
+
+
+def test_released_all_in_one_layout_fits_every_part():
+    """Every tensor of ComfyUI's full-size ace_step_v1_3.5b.safetensors (names and shapes read off ComfyUI's
+    classes) lands on a parameter of our full-size models, sizes read off the shapes alone, nothing left over."""
+    from acestep_models.dit import IGNORED_KEYS, ACEStepTransformer, DiTConfig
+    from acestep_models.music_dcae import MusicDCAE, MusicDCAEConfig
+    from acestep_models.text_encoder import UMT5Config, UMT5EncoderModel
+
+    listing = checkpoint.read_json(TINY.parent / "comfyui_all_in_one_keys.json")
+    shapes = {k: [int(n) for n in v[0]] for k, v in listing.items() if not k.endswith("spiece_model")}
+    prefixes = []
+
+    def part(name):
+        prefix = checkpoint.find_prefix(list(shapes), name)
+        prefixes.append(prefix)
+        sd = {
+            k[len(prefix) :]: torch.empty(s, device="meta") for k, s in shapes.items() if k.startswith(prefix)
+        }
+        return checkpoint.to_official_keys(name, sd)
+
+    def fits(model_cls, config, sd, ignore=None):
+        with torch.device("meta"):
+            ours = {k: list(v.shape) for k, v in model_cls(config).state_dict().items()}
+        skip = re.compile(ignore).match if ignore else (lambda _k: False)
+        return ours == {k: list(v.shape) for k, v in sd.items() if not skip(k)}
+
+    dit = part("dit")
+    assert DiTConfig.from_state_dict(dit) == DiTConfig()
+    assert fits(ACEStepTransformer, DiTConfig(), dit, IGNORED_KEYS)
+
+    vae = {f"dcae.{k}": v for k, v in part("dcae").items()} | {
+        f"vocoder.{k}": v for k, v in part("vocoder").items()
+    }
+    assert MusicDCAEConfig.from_state_dict(vae) == MusicDCAEConfig()
+    assert fits(MusicDCAE, MusicDCAEConfig(), vae)
+
+    te = part("text_encoder")
+    assert UMT5Config.from_state_dict(te) == UMT5Config()
+    assert fits(UMT5EncoderModel, UMT5Config(), te)
+
+    leftover = {k for k in shapes if not k.startswith(tuple(prefixes))}
+    assert leftover == {
+        "text_encoders.umt5base.logit_scale"
+    }  # ComfyUI's, unused (spiece_model is the tokenizer)
