@@ -303,3 +303,34 @@ def load_music_dcae(
         operations=operations,
         name=f"ACE-Step music DCAE ({dcae.origin})",
     )
+
+
+@dataclass
+class ACEStepModels:
+    """Every part the pipeline needs, loaded from one checkpoint."""
+
+    dit: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoder: torch.nn.Module
+    text_tokenizer: object
+    lyric_tokenizer: object
+
+
+def load_all(
+    path: str | Path, dtype: torch.dtype | None = None, device="cpu", vocab: str | Path | None = None
+) -> ACEStepModels:
+    """All parts from the official folder or ComfyUI's all-in-one file; the lyric vocabulary from ``vocab``, beside
+    the checkpoint, or the host ComfyUI (see ``lyric_tokenizer.find_lyric_vocab``)."""
+    from .lyric_tokenizer import LyricTokenizer, find_lyric_vocab
+
+    lyric_tokenizer = LyricTokenizer.from_vocab(
+        find_lyric_vocab(vocab, near=path)
+    )  # fail fast, before the weights
+    text_encoder, text_tokenizer = load_text_encoder(path, dtype, device)
+    return ACEStepModels(
+        dit=load_dit(path, dtype, device),
+        vae=load_music_dcae(path, dtype=dtype, device=device),
+        text_encoder=text_encoder,
+        text_tokenizer=text_tokenizer,
+        lyric_tokenizer=lyric_tokenizer,
+    )

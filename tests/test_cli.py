@@ -65,3 +65,37 @@ def test_vocab_not_found_says_where_it_looked(tmp_path):
     run = cli("tokenize-lyrics", str(lyrics), unset=("COMFYUI_PATH",))  # no ComfyUI around
     assert run.returncode != 0 and len(run.stderr.strip().splitlines()) == 1
     assert "$COMFYUI_PATH (not set)" in run.stderr and "--vocab" in run.stderr
+
+
+def test_check_loads_every_part_and_writes_audio(lyric_vocab, tmp_path):
+    import soundfile
+
+    from tiny_checkpoints import write_all_in_one
+
+    for checkpoint in (ROOT / "tests" / "golden" / "tiny", write_all_in_one(tmp_path / "aio.safetensors")):
+        out = tmp_path / "check.wav"
+        run = cli("check", str(checkpoint), "--vocab", str(lyric_vocab), "--seconds", "3", "--out", str(out))
+        assert run.returncode == 0, run.stderr
+        assert "one DiT pass over 3 s (32 latent frames)" in run.stdout
+        audio, rate = soundfile.read(out)
+        assert rate == 48000 and audio.shape == (142664, 2)  # 32 frames x 4096 samples at 44.1 kHz, at 48 kHz
+        assert abs(audio).max() > 0 and not (abs(audio) == float("inf")).any()
+
+
+def test_check_without_weights_says_which_files_go_where(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "acestep_models", "check"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "ACESTEP_CHECKPOINT": ""},
+        timeout=120,
+    )
+    assert run.returncode == 2
+    for expected in (
+        "models/ACE-Step-v1-3.5B/",
+        "music_dcae_f8c8/",
+        "umt5-base/",
+        "ace_step_v1_3.5b.safetensors",
+    ):
+        assert expected in run.stderr
