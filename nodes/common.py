@@ -1,0 +1,389 @@
+"""What every node file shares: our socket types, the model handles ComfyUI's memory manager drives, the model
+folders, dtype choice and errors written for people.
+
+Nothing here touches a file or loads a model at import; the engine (``acestep_models``) is imported where a node
+runs, so loading the pack costs ComfyUI almost nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import folder_paths
+import torch
+from comfy_api.latest import io
+
+CATEGORY = "audio/ACE-Step"
+
+# Our objects travel between nodes on these sockets (ComfyUI passes them through untouched).
+DiT = io.Custom("ACESTEP_DIT")
+Vae = io.Custom("ACESTEP_VAE")
+TextEncoder = io.Custom("ACESTEP_TEXT_ENCODER")
+LyricTokenizer = io.Custom("ACESTEP_LYRIC_TOKENIZER")
+Speaker = io.Custom("ACESTEP_SPEAKER")
+
+LATENT_CHANNELS, LATENT_HEIGHT = 8, 16  # ACE-Step latents [B, 8, 16, T], as ComfyUI's native ACE latents
+# The longest duration a node accepts (ComfyUI's EmptyAceStepLatentAudio allows the same).
+MAX_SECONDS = 1000.0
+
+
+# --- Errors for people -------------------------------------------------------------------------------------------
+
+
+class AceStepError(ValueError):
+    """A problem the user can fix: which node, which input and value, what to do. ComfyUI shows the message."""
+
+
+def node_error(node: str, problem: str, fix: str = "", input: str | None = None, value=None) -> AceStepError:
+    where = f"{node}: input '{input}' = {_show(value)}: " if input is not None else f"{node}: "
+    return AceStepError(where + problem.rstrip(".") + "." + (f" {fix}" if fix else ""))
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "...'"
+
+
+@contextlib.contextmanager
+def explained(node: str, input: str | None = None, value=None, fix: str = "") -> Iterator[None]:
+    """Re-raise the engine's errors (missing file, wrong weights, ...) with the node, input and value in front.
+
+    Interruptions and out-of-memory errors pass unchanged: ComfyUI handles those itself."""
+    try:
+        yield
+    except (mm.InterruptProcessingException, torch.OutOfMemoryError, AceStepError):
+        raise
+    except Exception as e:
+        # The engine writes its ValueError/OSError messages for people; anything else needs its type to make sense.
+        plain = isinstance(e, (ValueError, OSError))
+        raise node_error(node, str(e) if plain else f"{type(e).__name__}: {e}", fix, input, value) from e
+
+
+def advanced(inp: io.Input) -> io.Input:
+    """Mark an expert knob (newer ComfyUI frontends fold these away; older ones ignore the flag)."""
+    inp.extra_dict["advanced"] = True
+    return inp
+
+
+# --- Model folders -----------------------------------------------------------------------------------------------
+
+ACESTEP_FOLDER = "acestep"  # official Hugging Face folders (ACE-Step-v1-3.5B/...) and single files
+SPEAKER_FOLDER = "acestep_speakers"  # speaker embeddings (.safetensors / .npy with one 512-d vector)
+WEIGHT_SUFFIX = ".safetensors"  # the only weights we load (pickles run code)
+SPEAKER_SUFFIXES = (".safetensors", ".npy")
+OFFICIAL_PART_DIRS = ("ace_step_transformer", "music_dcae_f8c8", "music_vocoder", "umt5-base")
+
+# ComfyUI's own folders a part may sit in (the all-in-one file in checkpoints/ holds every part).
+PART_FOLDERS = {
+    "dit": ("diffusion_models", "checkpoints"),
+    "vae": ("vae", "checkpoints"),
+    "text_encoder": ("text_encoders", "checkpoints"),
+    "checkpoint": ("checkpoints",),
+}
+
+
+def register_model_folders() -> None:
+    """Add our folders to ComfyUI's registry, extending what extra_model_paths.yaml may already have set up."""
+    for name, suffixes in ((ACESTEP_FOLDER, {WEIGHT_SUFFIX}), (SPEAKER_FOLDER, set(SPEAKER_SUFFIXES))):
+        folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
+        paths, exts = folder_paths.folder_names_and_paths[name]
+        folder_paths.folder_names_and_paths[name] = (paths, set(exts) | suffixes)
+
+
+def _is_model_dir(d: Path) -> bool:
+    """An official folder (holds part folders) or one part's folder (config.json and weights)."""
+    if any((d / part).is_dir() for part in OFFICIAL_PART_DIRS):
+        return True
+    return (d / "config.json").is_file() and any(d.glob("*" + WEIGHT_SUFFIX))
+
+
+def acestep_entries(max_depth: int = 3) -> list[str]:
+    """Model folders and .safetensors files under the ``acestep`` folder(s), relative (``ACE-Step-v1-3.5B``)."""
+    found: set[str] = set()
+    for root in folder_paths.get_folder_paths(ACESTEP_FOLDER):
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        for here, dirs, files in os.walk(root, followlinks=True):
+            here = Path(here)
+            rel = here.relative_to(root)
+            if rel.parts and _is_model_dir(here):
+                found.add(rel.as_posix())
+                dirs.clear()
+                continue
+            found.update((rel / f).as_posix() for f in files if f.lower().endswith(WEIGHT_SUFFIX))
+            if len(rel.parts) >= max_depth:
+                dirs.clear()
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    return sorted(found)
+
+
+def model_choices(kind: str) -> list[str]:
+    """Combo options for a loader: ``<comfy folder>/<file>`` for each matching file, then ``acestep/<entry>``."""
+    out = []
+    for folder in PART_FOLDERS[kind]:
+        names = folder_paths.get_filename_list(folder)
+        out += [f"{folder}/{n}" for n in names if n.lower().endswith(WEIGHT_SUFFIX)]
+    return out + [f"{ACESTEP_FOLDER}/{e}" for e in acestep_entries()]
+
+
+def resolve_model(node: str, input: str, value: str) -> Path:
+    """A loader option back to the file or folder it names."""
+    folder, _, rel = value.replace("\\", "/").partition("/")
+    path = None
+    if folder == ACESTEP_FOLDER:
+        for root in folder_paths.get_folder_paths(ACESTEP_FOLDER):
+            cand = Path(root) / rel
+            inside = os.path.commonpath([os.path.abspath(root), os.path.abspath(cand)]) == os.path.abspath(
+                root
+            )
+            if rel and inside and cand.exists():
+                path = cand
+                break
+    elif folder in folder_paths.folder_names_and_paths and rel:
+        full = folder_paths.get_full_path(folder, rel)
+        path = Path(full) if full else None
+    if path is None:
+        where = (
+            ", ".join(folder_paths.get_folder_paths(folder))
+            if folder in folder_paths.folder_names_and_paths
+            else ""
+        )
+        raise node_error(
+            node,
+            "no such model file or folder",
+            f"Put it in ComfyUI's models/{folder or '<folder>'}/ ({where}) and refresh the node list (R), "
+            "then pick it from the list.",
+            input,
+            value,
+        )
+    return path
+
+
+def speaker_choices() -> list[str]:
+    return [n for n in folder_paths.get_filename_list(SPEAKER_FOLDER) if n.lower().endswith(SPEAKER_SUFFIXES)]
+
+
+def vocab_choices(max_depth: int = 4) -> list[str]:
+    """``vocab.json`` files under the ``acestep`` folder(s) (``acestep/<rel path>``)."""
+    found = set()
+    for root in folder_paths.get_folder_paths(ACESTEP_FOLDER):
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        for here, dirs, files in os.walk(root, followlinks=True):
+            rel = Path(here).relative_to(root)
+            if "vocab.json" in files:
+                found.add(f"{ACESTEP_FOLDER}/{(rel / 'vocab.json').as_posix()}")
+            if len(rel.parts) >= max_depth:
+                dirs.clear()
+    return sorted(found)
+
+
+# --- dtype ---------------------------------------------------------------------------------------------------------
+
+DTYPE_CHOICES = ["auto", "bf16", "fp16", "fp32"]
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def pick_dtype(choice: str, kind: str, device: torch.device) -> torch.dtype:
+    """The weights' dtype: the user's choice, or what ComfyUI's settings and the device suit for this part.
+
+    ``auto``: float32 on CPU; on GPUs bfloat16 where it is fast (the official precision), else float32 for the DiT
+    (ComfyUI runs ACE-Step's DiT in bf16 or fp32 only) and float16 for the VAE and text encoder. ComfyUI's
+    ``--fp32-unet``, ``--bf16-vae``, ``--fp16-text-enc``... flags are honoured."""
+    if choice != "auto":
+        return _DTYPES[choice]
+    if kind == "dit":
+        return mm.unet_dtype(device=device, supported_dtypes=[torch.bfloat16, torch.float32])
+    if kind == "vae":
+        return mm.vae_dtype(device=device, allowed_dtypes=[torch.bfloat16, torch.float16])
+    if mm.is_device_cpu(device):
+        forced = mm.text_encoder_dtype(device)
+        cli = mm.args
+        return forced if (cli.fp16_text_enc or cli.bf16_text_enc or cli.fp32_text_enc) else torch.float32
+    return torch.bfloat16 if mm.should_use_bf16(device) else mm.text_encoder_dtype(device)
+
+
+# --- Model handles ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelHandle:
+    """A torch model in ComfyUI's care: ``patcher`` moves it to ``device`` when a node needs it and back (or out of
+    memory) when something else does; ``--lowvram`` streams the layers built with ``comfy.ops``."""
+
+    patcher: comfy.model_patcher.ModelPatcher
+    source: str  # the file or folder it came from (for messages)
+    dtype: torch.dtype
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.patcher.model
+
+    @property
+    def device(self) -> torch.device:
+        return self.patcher.load_device
+
+    def load(self, memory_required: int = 0) -> torch.nn.Module:
+        """The model, on its compute device (what does not fit stays offloaded, cast per layer as it runs)."""
+        mm.load_models_gpu([self.patcher], memory_required=memory_required)
+        return self.patcher.model
+
+    @staticmethod
+    def wrap(model: torch.nn.Module, load_device, offload_device) -> comfy.model_patcher.ModelPatcher:
+        return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+
+
+@dataclass
+class AceStepDiT(ModelHandle):
+    """The ACE-Step transformer (with its lyric encoder): ``acestep_models.dit.ACEStepTransformer``."""
+
+    @property
+    def config(self):
+        return self.model.config
+
+
+@dataclass
+class AceStepVAE(ModelHandle):
+    """Music DCAE + vocoder: audio <-> latents [B, 8, 16, T] (``acestep_models.music_dcae.MusicDCAE``)."""
+
+    def encode(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """Audio [B, C, N] (C = 1 or 2) -> latents [B, 8, 16, T] float32 on ComfyUI's intermediate device."""
+        from ..acestep_models.music_dcae import DCAE_WINDOW, SAMPLES_PER_FRAME, VAE_SAMPLE_RATE
+
+        n44 = waveform.shape[-1] * VAE_SAMPLE_RATE // max(sample_rate, 1)
+        # ComfyUI's memory estimate for its ACE VAE, over one encoder window
+        need = min(n44, DCAE_WINDOW * SAMPLES_PER_FRAME) * 330 * mm.dtype_size(self.dtype)
+        model = self.load(memory_required=need)
+        out = []
+        for one in waveform:
+            mm.throw_exception_if_processing_interrupted()
+            out.append(
+                model.encode(one[None].to(self.device), sample_rate=sample_rate).to(mm.intermediate_device())
+            )
+        return torch.cat(out)
+
+    def decode(self, latents: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """Latents [B, 8, 16, T] -> audio [B, 2, N] float32 at ``sample_rate`` on the intermediate device."""
+        from ..acestep_models.music_dcae import DCAE_WINDOW
+
+        need = min(latents.shape[-1], DCAE_WINDOW) * LATENT_HEIGHT * 87000 * mm.dtype_size(self.dtype)
+        model = self.load(memory_required=need)
+        out = []
+        for one in latents:
+            mm.throw_exception_if_processing_interrupted()
+            z = one[None].to(self.device, torch.float32)
+            out.append(model.decode(z, sample_rate=sample_rate).float().to(mm.intermediate_device()))
+        return torch.cat(out)
+
+
+@dataclass
+class AceStepTextEncoder(ModelHandle):
+    """UMT5 encoder and its tokenizer (``acestep_models.text_encoder``)."""
+
+    tokenizer: object = None
+
+
+@dataclass
+class SpeakerEmbedding:
+    """The DiT's speaker input. ``embedding`` None means zeros, as the official release always feeds."""
+
+    embedding: torch.Tensor | None  # [D]
+    source: str = "zeros"
+
+    def for_dit(self, dim: int, batch: int, device, dtype) -> torch.Tensor:
+        """[batch, dim] for a DiT whose speaker input has ``dim`` features."""
+        if self.embedding is None:
+            return torch.zeros(batch, dim, device=device, dtype=dtype)
+        if self.embedding.numel() != dim:
+            raise AceStepError(
+                f"The speaker embedding from {self.source} has {self.embedding.numel()} values but this DiT takes "
+                f"{dim}. Use an embedding made for this model, or 'zeros' in ACE-Step Speaker Embedding."
+            )
+        return self.embedding.reshape(1, dim).expand(batch, dim).to(device, dtype)
+
+
+# --- ComfyUI's data types --------------------------------------------------------------------------------------------
+
+
+def check_latent(node: str, input: str, latent: dict) -> torch.Tensor:
+    """An ACE-Step LATENT's samples [B, 8, 16, T], or an error saying what was connected instead."""
+    samples = latent.get("samples") if isinstance(latent, dict) else None
+    if not isinstance(samples, torch.Tensor):
+        raise node_error(
+            node, "this is not a LATENT", "Connect a latent from an ACE-Step node.", input, type(latent)
+        )
+    if samples.ndim != 4 or samples.shape[1] != LATENT_CHANNELS or samples.shape[2] != LATENT_HEIGHT:
+        raise node_error(
+            node,
+            f"the latent has shape {list(samples.shape)}, not ACE-Step's [batch, 8, 16, frames] (is it an image "
+            "or another audio model's latent?)",
+            "Connect a latent from ACE-Step Empty Latent, ACE-Step Audio to Latent or EmptyAceStepLatentAudio.",
+            input,
+            "LATENT",
+        )
+    if samples.shape[-1] == 0:
+        raise node_error(
+            node, "the latent has no frames", "Give it a duration above 0 seconds.", input, "LATENT"
+        )
+    return samples
+
+
+def check_audio(
+    node: str,
+    input: str,
+    audio: dict,
+    max_channels: int | None = None,
+    value="AUDIO",
+    source: str | None = None,
+) -> tuple[torch.Tensor, int]:
+    """ComfyUI's AUDIO ``{"waveform": [B, C, N], "sample_rate": int}`` -> (waveform float32, rate), checked.
+
+    ``value`` is what the messages show for the input (e.g. the file name); ``source`` says where bad samples came
+    from ("the file"; default: the node upstream)."""
+    if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
+        raise node_error(
+            node, "this is not an AUDIO", "Connect an AUDIO output (e.g. Load Audio).", input, type(audio)
+        )
+    wav, rate = audio["waveform"], int(audio["sample_rate"])
+    if not isinstance(wav, torch.Tensor) or wav.ndim != 3:
+        shape = list(wav.shape) if isinstance(wav, torch.Tensor) else type(wav).__name__
+        raise node_error(node, f"the waveform is {shape}, not [batch, channels, samples]", "", input, value)
+    if rate <= 0:
+        raise node_error(
+            node, f"the sample rate is {rate} Hz", "The audio needs a positive sample rate.", input, value
+        )
+    if wav.shape[-1] == 0 or wav.shape[0] == 0 or wav.shape[1] == 0:
+        raise node_error(
+            node,
+            f"the audio is empty (waveform {list(wav.shape)})",
+            "Check the file, or the trim/start/duration settings upstream.",
+            input,
+            value,
+        )
+    if max_channels is not None and wav.shape[1] > max_channels:
+        raise node_error(
+            node,
+            f"the audio has {wav.shape[1]} channels; ACE-Step takes mono or stereo",
+            "Mix it down to stereo first (e.g. with core Split Audio Channels / Join Audio Channels).",
+            input,
+            value,
+        )
+    wav = wav.float()
+    if not torch.isfinite(wav).all():
+        bad = int((~torch.isfinite(wav)).sum())
+        raise node_error(
+            node,
+            f"the audio holds {bad} NaN/inf samples",
+            f"Fix {source} first." if source else "Fix the node that made it (or its dtype) first.",
+            input,
+            value,
+        )
+    return wav, rate

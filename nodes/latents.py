@@ -1,0 +1,393 @@
+"""Latents and masks: empty latents of a duration, audio <-> latent through ACE-Step's music DCAE, masks over time
+ranges, and padding a latent to extend a song.
+
+Latents are ComfyUI LATENT dicts ``{"samples": [B, 8, 16, T], "type": "audio"}`` with the official scaling
+(``(z - shift) * scale``), which is also what ComfyUI's native ACE nodes use (its ``ACEAudio`` latent format has
+scale 1 and no shift), so these latents and ComfyUI's ``EmptyAceStepLatentAudio`` / ``VAEDecodeAudio`` mix freely.
+One latent frame is 4096 samples at 44.1 kHz (about 92.9 ms). Masks are ComfyUI MASKs ``[1, 16, T]`` on the latent
+grid: 1 where the sampler regenerates, 0 where it keeps the source.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import comfy.model_management as mm
+import torch
+from comfy_api.latest import io
+
+from .common import (
+    CATEGORY,
+    LATENT_CHANNELS,
+    LATENT_HEIGHT,
+    MAX_SECONDS,
+    Vae,
+    advanced,
+    check_audio,
+    check_latent,
+    node_error,
+)
+
+# official MusicDCAE: a latent frame is 8 mel frames of 512 samples at 44.1 kHz
+FRAME_SAMPLES, FRAME_RATE = 4096, 44100
+OUTPUT_RATES = [48000, 44100]  # official latents2audio writes 48 kHz; 44.1 kHz is the vocoder's own rate
+
+
+def frames_for_seconds(seconds: float) -> int:
+    """Latent frames for a duration, as the official pipeline (and ComfyUI's EmptyAceStepLatentAudio) count them."""
+    from ..acestep_models.music_dcae import frames_for_seconds as engine_frames_for_seconds
+
+    return engine_frames_for_seconds(seconds)
+
+
+def frames_for_audio(samples: int, sample_rate: int) -> int:
+    """Latent frames ``MusicDCAE.encode`` makes of ``samples`` at ``sample_rate``: resampled to 44.1 kHz, padded up."""
+    return math.ceil(math.ceil(samples * FRAME_RATE / sample_rate) / FRAME_SAMPLES)
+
+
+def seconds_of(frames: int) -> float:
+    return frames * FRAME_SAMPLES / FRAME_RATE
+
+
+def as_latent(samples: torch.Tensor) -> dict:
+    return {"samples": samples, "type": "audio"}
+
+
+def _check_duration(node: str, input: str, value, seconds: float, fix: str) -> None:
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_SECONDS:
+        raise node_error(
+            node,
+            f"that makes a duration of {seconds:g} s; ACE-Step latents go from one frame to {MAX_SECONDS:g} s",
+            fix,
+            input,
+            value,
+        )
+
+
+class AceStepEmptyLatent(io.ComfyNode):
+    TITLE = "ACE-Step Empty Latent"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepEmptyLatent",
+            display_name=cls.TITLE,
+            category=CATEGORY,
+            description="An empty (zero) ACE-Step latent of a duration: the seconds given, or the length of a "
+            "connected audio, video, or image batch at an fps.",
+            inputs=[
+                io.Float.Input(
+                    "seconds",
+                    default=60.0,
+                    min=0.1,
+                    max=MAX_SECONDS,
+                    step=0.1,
+                    tooltip="Duration of the song in seconds (used when no audio, video or images are connected).",
+                ),
+                io.Int.Input(
+                    "batch_size", default=1, min=1, max=64, tooltip="How many songs to make at once."
+                ),
+                io.Audio.Input("audio", optional=True, tooltip="Take the duration of this audio instead."),
+                io.Video.Input("video", optional=True, tooltip="Take the duration of this video instead."),
+                io.Image.Input(
+                    "images",
+                    optional=True,
+                    tooltip="Take the duration of this image batch (frames / fps) instead.",
+                ),
+                advanced(
+                    io.Float.Input(
+                        "fps",
+                        default=24.0,
+                        min=0.01,
+                        max=1000.0,
+                        step=0.01,
+                        tooltip="Frames per second of the connected image batch.",
+                    )
+                ),
+            ],
+            outputs=[
+                io.Latent.Output(display_name="latent", tooltip="Zeros [batch, 8, 16, frames]."),
+                io.Float.Output(
+                    display_name="seconds", tooltip="The duration the latent covers, in seconds."
+                ),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, seconds: float, batch_size: int, audio=None, video=None, images=None, fps: float = 24.0):
+        given = [
+            name for name, v in (("audio", audio), ("video", video), ("images", images)) if v is not None
+        ]
+        if len(given) > 1:
+            raise node_error(
+                cls.TITLE, f"{' and '.join(given)} are all connected", "Connect only one of them."
+            )
+        if audio is not None:
+            wav, rate = check_audio(cls.TITLE, "audio", audio)
+            duration = wav.shape[-1] / rate
+            _check_duration(cls.TITLE, "audio", "AUDIO", duration, "Trim the audio first.")
+            frames = frames_for_audio(wav.shape[-1], rate)
+        else:
+            if video is not None:
+                input, value, fix = "video", "VIDEO", "Trim the video first."
+                duration = float(video.get_duration())
+            elif images is not None:
+                input, value, fix = "fps", fps, "Check the fps and the number of images."
+                duration = images.shape[0] / fps
+            else:
+                input, value, fix = "seconds", seconds, f"Use 0.1 to {MAX_SECONDS:g} seconds."
+                duration = seconds
+            _check_duration(cls.TITLE, input, value, duration, fix)
+            frames = max(1, frames_for_seconds(duration))
+        samples = torch.zeros(
+            [batch_size, LATENT_CHANNELS, LATENT_HEIGHT, frames], device=mm.intermediate_device()
+        )
+        return io.NodeOutput(as_latent(samples), seconds_of(frames))
+
+
+class AceStepEncodeAudio(io.ComfyNode):
+    TITLE = "ACE-Step Audio to Latent"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepEncodeAudio",
+            display_name=cls.TITLE,
+            category=CATEGORY,
+            description="Encodes audio (any sample rate, mono or stereo) into an ACE-Step latent with the music "
+            "DCAE, exactly as the official pipeline does (for repaint, extend, edit and audio-to-audio).",
+            inputs=[
+                io.Audio.Input("audio", tooltip="The audio to encode."),
+                Vae.Input("vae", tooltip="ACE-Step's VAE (from ACE-Step Load VAE or Load Checkpoint)."),
+            ],
+            outputs=[
+                io.Latent.Output(display_name="latent", tooltip="[batch, 8, 16, frames], ~10.77 frames/s.")
+            ],
+        )
+
+    @classmethod
+    def execute(cls, audio: dict, vae) -> io.NodeOutput:
+        wav, rate = check_audio(cls.TITLE, "audio", audio, max_channels=2)
+        _check_duration(cls.TITLE, "audio", "AUDIO", wav.shape[-1] / rate, "Trim the audio first.")
+        return io.NodeOutput(as_latent(vae.encode(wav, rate)))
+
+
+class AceStepDecodeLatent(io.ComfyNode):
+    TITLE = "ACE-Step Latent to Audio"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepDecodeLatent",
+            display_name=cls.TITLE,
+            category=CATEGORY,
+            description="Decodes an ACE-Step latent to stereo audio (music DCAE + vocoder), as the official pipeline "
+            "does, in bounded memory for long songs.",
+            inputs=[
+                io.Latent.Input("latent", tooltip="An ACE-Step latent [batch, 8, 16, frames]."),
+                Vae.Input("vae", tooltip="ACE-Step's VAE (from ACE-Step Load VAE or Load Checkpoint)."),
+                advanced(
+                    io.Combo.Input(
+                        "sample_rate",
+                        options=[str(r) for r in OUTPUT_RATES],
+                        default=str(OUTPUT_RATES[0]),
+                        tooltip="48000: what the official pipeline writes. 44100: the vocoder's own rate, no resampling.",
+                    )
+                ),
+            ],
+            outputs=[io.Audio.Output(display_name="audio", tooltip="Stereo audio [batch, 2, samples].")],
+        )
+
+    @classmethod
+    def execute(cls, latent: dict, vae, sample_rate: str = "48000") -> io.NodeOutput:
+        samples = check_latent(cls.TITLE, "latent", latent)
+        if not torch.isfinite(samples).all():
+            raise node_error(
+                cls.TITLE,
+                "the latent holds NaN/inf values",
+                "Fix the node that made it (often a dtype overflow).",
+                "latent",
+                "LATENT",
+            )
+        rate = int(sample_rate)
+        return io.NodeOutput({"waveform": vae.decode(samples, rate), "sample_rate": rate})
+
+
+# --- masks -----------------------------------------------------------------------------------------------------------
+
+_NUMBER = r"\d+(?:\.\d*)?|\.\d+"
+_RANGE = re.compile(rf"^({_NUMBER})\s*(?:-|–|:|to)\s*({_NUMBER}|end)$", re.IGNORECASE)
+
+
+def parse_ranges(node: str, input: str, text: str, frames: int) -> list[tuple[int, int]]:
+    """``"10-20, 35.5-end"`` -> latent frame ranges ``[(first, end), ...]`` (end exclusive) inside ``frames``,
+    rounded as the official repaint does (``int(seconds * 44100 / 4096)``)."""
+    total = seconds_of(frames)
+    ranges = []
+    for part in re.split(r"[,;\n]+", text):
+        part = part.strip()
+        if not part:
+            continue
+        m = _RANGE.match(part)
+        if not m:
+            fix = "Write ranges as start-end in seconds, e.g. 10-20, 35.5-end."
+            raise node_error(node, f"cannot read the range '{part}'", fix, input, text)
+        start = float(m.group(1))
+        end = total if m.group(2).lower() == "end" else float(m.group(2))
+        if end <= start:
+            raise node_error(
+                node,
+                f"the range '{part}' ends before it starts",
+                "Write start-end, end > start.",
+                input,
+                text,
+            )
+        if end > total + seconds_of(1):
+            raise node_error(
+                node,
+                f"the range '{part}' goes past the end of the latent ({total:.2f} s)",
+                "Shorten the range (or write 'end'), or make the latent longer (ACE-Step Extend Latent).",
+                input,
+                text,
+            )
+        first = frames_for_seconds(start)
+        ranges.append((first, min(frames, max(frames_for_seconds(end), first + 1))))
+    if not ranges:
+        raise node_error(
+            node, "no range given", "Write one or more ranges, e.g. 10-20, 35.5-end.", input, text
+        )
+    return ranges
+
+
+def frame_mask(frames: int, ranges: list[tuple[int, int]], soft_seconds: float) -> torch.Tensor:
+    """[frames]: 1 inside the frame ranges, falling linearly to 0 over ``soft_seconds`` outside them."""
+    idx = torch.arange(frames, dtype=torch.float32)
+    mask = torch.zeros(frames)
+    soft = soft_seconds * FRAME_RATE / FRAME_SAMPLES  # in frames
+    for first, end in ranges:
+        dist = torch.clamp(torch.maximum(first - idx, idx - (end - 1)), min=0)
+        mask = torch.maximum(mask, (1 - dist / soft).clamp(0, 1) if soft > 0 else (dist == 0).float())
+    return mask
+
+
+def as_mask(per_frame: torch.Tensor) -> torch.Tensor:
+    """[T] -> ComfyUI MASK [1, 16, T] on the latent grid."""
+    return per_frame.reshape(1, 1, -1).expand(1, LATENT_HEIGHT, -1).contiguous()
+
+
+class AceStepMaskFromSeconds(io.ComfyNode):
+    TITLE = "ACE-Step Mask from Seconds"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepMaskFromSeconds",
+            display_name=cls.TITLE,
+            category=CATEGORY,
+            description="A time mask over a latent: 1 in the given ranges (what to regenerate, e.g. for repaint), "
+            "0 elsewhere, with optional soft edges.",
+            inputs=[
+                io.Latent.Input("latent", tooltip="The latent the mask is for (it sets the mask's length)."),
+                io.String.Input(
+                    "ranges",
+                    default="10-20",
+                    tooltip="Time ranges in seconds, separated by commas: e.g. '10-20, 35.5-end'.",
+                ),
+                io.Float.Input(
+                    "soft_edge",
+                    default=0.0,
+                    min=0.0,
+                    max=60.0,
+                    step=0.1,
+                    tooltip="Seconds over which the mask fades from 1 to 0 outside each range (0: hard edges).",
+                ),
+                advanced(
+                    io.Boolean.Input(
+                        "invert", default=False, tooltip="Swap 1 and 0 (keep the ranges instead)."
+                    )
+                ),
+            ],
+            outputs=[io.Mask.Output(display_name="mask", tooltip="[1, 16, frames], 1 = regenerate.")],
+        )
+
+    @classmethod
+    def execute(
+        cls, latent: dict, ranges: str, soft_edge: float = 0.0, invert: bool = False
+    ) -> io.NodeOutput:
+        frames = check_latent(cls.TITLE, "latent", latent).shape[-1]
+        per_frame = frame_mask(frames, parse_ranges(cls.TITLE, "ranges", ranges, frames), soft_edge)
+        return io.NodeOutput(as_mask(1 - per_frame if invert else per_frame))
+
+
+class AceStepExtendLatent(io.ComfyNode):
+    TITLE = "ACE-Step Extend Latent"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepExtendLatent",
+            display_name=cls.TITLE,
+            category=CATEGORY,
+            description="Pads a latent with new frames before and/or after it, and gives the mask of the new part "
+            "(1) against the original (0), for extending a song.",
+            inputs=[
+                io.Latent.Input("latent", tooltip="The song's latent (e.g. from ACE-Step Audio to Latent)."),
+                io.Float.Input(
+                    "left_seconds",
+                    default=0.0,
+                    min=0.0,
+                    max=MAX_SECONDS,
+                    step=0.1,
+                    tooltip="Seconds to add before.",
+                ),
+                io.Float.Input(
+                    "right_seconds",
+                    default=30.0,
+                    min=0.0,
+                    max=MAX_SECONDS,
+                    step=0.1,
+                    tooltip="Seconds to add after.",
+                ),
+                advanced(
+                    io.Float.Input(
+                        "soft_edge",
+                        default=0.0,
+                        min=0.0,
+                        max=60.0,
+                        step=0.1,
+                        tooltip="Seconds over which the mask fades into the original (0: only the new frames change).",
+                    )
+                ),
+            ],
+            outputs=[
+                io.Latent.Output(display_name="latent", tooltip="The padded latent (new frames are zeros)."),
+                io.Mask.Output(display_name="mask", tooltip="[1, 16, frames]: 1 on the new frames."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, latent: dict, left_seconds: float, right_seconds: float, soft_edge: float = 0.0):
+        samples = check_latent(cls.TITLE, "latent", latent)
+        left, right = frames_for_seconds(left_seconds), frames_for_seconds(right_seconds)
+        total = samples.shape[-1] + left + right
+        if seconds_of(total) > MAX_SECONDS:
+            raise node_error(
+                cls.TITLE,
+                f"the extended latent would last {seconds_of(total):.1f} s, more than {MAX_SECONDS:g} s",
+                "Add fewer seconds.",
+                "right_seconds" if right_seconds >= left_seconds else "left_seconds",
+                max(left_seconds, right_seconds),
+            )
+        padded = torch.nn.functional.pad(samples, (left, right))
+        new = [r for r in ((0, left), (total - right, total)) if r[1] > r[0]]
+        return io.NodeOutput(as_latent(padded), as_mask(frame_mask(total, new, soft_edge)))
+
+
+NODES = [
+    AceStepEmptyLatent,
+    AceStepEncodeAudio,
+    AceStepDecodeLatent,
+    AceStepMaskFromSeconds,
+    AceStepExtendLatent,
+]

@@ -1,0 +1,375 @@
+"""A real ComfyUI with this pack, driven the way a person drives it.
+
+``comfy`` (session): boots ``build/comfyui/main.py --cpu`` on a free loopback port with a throw-away base directory:
+our pack linked into its ``custom_nodes/``, tiny random-weight checkpoints in its model folders under the names the
+README and workflows use, a few audio files in its input folder. Torn down at the end of the session.
+
+``frontend`` (session): ComfyUI's own web frontend in headless Debian chromium (via playwright). ``build`` turns a
+compact node spec into a UI-format workflow with the frontend's own node classes; ``run`` loads a UI-format
+workflow (``app.loadGraphData``), converts it with ``app.graphToPrompt()``, queues it on ``/prompt`` and waits on
+``/history`` as the Queue button does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+ROOT = Path(__file__).resolve().parents[2]
+PACK_DIR_NAME = "comfyui-acestep"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+BOOT_TIMEOUT = 180  # s: ComfyUI imports torch and its ~500 nodes (about 15 s on 2 cores)
+PROMPT_TIMEOUT = 120  # s per queued workflow (tiny models: a few seconds)
+
+# Test audio in the input folder: 3 s of stereo tones and noise at 44.1 kHz, plus broken files for the error tests.
+TONE_SECONDS, TONE_RATE = 3.0, 44100
+
+# Model files (as the loaders list them), under the names the README and the example workflows use.
+MODELS = {
+    "all_in_one": "checkpoints/ace_step_v1_3.5b.safetensors",
+    "dit": "diffusion_models/ace_step_dit.safetensors",
+    "vae": "vae/ace_step_vae.safetensors",
+    "text_encoder": "text_encoders/umt5_base.safetensors",
+    "official": "acestep/ACE-Step-v1-3.5B",
+    "not_acestep": "vae/not_acestep.safetensors",  # an SD-style VAE file: the wrong model type
+    "vae_as_dit": "diffusion_models/ace_step_vae_in_wrong_folder.safetensors",  # the VAE where a DiT should be
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM if the test process dies without tearing it down (killed CI run)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _comfyui_root() -> Path:
+    for cand in (os.environ.get("COMFYUI_PATH"), ROOT / "build" / "comfyui"):
+        if cand and (Path(cand) / "main.py").is_file():
+            return Path(cand)
+    pytest.fail("No ComfyUI copy in build/comfyui: run `bash scripts/setup_env.sh` (or set COMFYUI_PATH)")
+
+
+def _write_models(models: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from tiny_checkpoints import TINY, write_all_in_one, write_split
+
+    (models / "checkpoints").mkdir(parents=True)
+    write_all_in_one(models / MODELS["all_in_one"])
+    for part, path in write_split(models).items():
+        assert path.relative_to(models).as_posix() == MODELS[part]
+    shutil.copytree(TINY, models / MODELS["official"])
+    g = torch.Generator().manual_seed(0)
+    save_file(
+        {
+            "encoder.conv_in.weight": torch.randn(128, 3, 3, 3, generator=g),
+            "decoder.conv_out.bias": torch.zeros(3),
+        },
+        str(models / MODELS["not_acestep"]),
+    )
+    shutil.copy(models / MODELS["vae"], models / MODELS["vae_as_dit"])
+
+
+def _write_inputs(inputs: Path) -> None:
+    inputs.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(TONE_SECONDS * TONE_RATE)) / TONE_RATE
+    rng = np.random.default_rng(0)
+    left = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(t.size)
+    right = 0.3 * np.sin(2 * np.pi * 330 * t) + 0.05 * rng.standard_normal(t.size)
+    soundfile.write(
+        inputs / "tone.wav", np.stack([left, right], 1).astype(np.float32), TONE_RATE, subtype="FLOAT"
+    )
+    nan = np.stack([left, right], 1).astype(np.float32)
+    nan[1000:1100] = np.nan
+    soundfile.write(inputs / "nan.wav", nan, TONE_RATE, subtype="FLOAT")
+    soundfile.write(inputs / "empty.wav", np.zeros((0, 2), np.float32), TONE_RATE, subtype="FLOAT")
+
+
+@dataclass
+class Comfy:
+    """A running ComfyUI: its URL, folders and log, and thin /prompt and /history calls."""
+
+    url: str
+    base: Path
+    log_path: Path
+    process: subprocess.Popen
+    client_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    models: dict = field(default_factory=lambda: dict(MODELS))  # loader option of each test model
+    tone_seconds: float = TONE_SECONDS  # length of input/tone.wav
+
+    @property
+    def output(self) -> Path:
+        return self.base / "output"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=30) as r:
+            return json.loads(r.read())
+
+    def post(self, path: str, body: dict) -> tuple[int, dict]:
+        req = urllib.request.Request(
+            self.url + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def queue(
+        self, prompt: dict, workflow: dict | None = None, client_id: str | None = None
+    ) -> tuple[int, dict]:
+        """POST /prompt as the frontend does: the API prompt, and the UI workflow for the files' metadata.
+        ``client_id``: the browser tab that gets the progress and results (as if it had pressed Queue)."""
+        extra = {"extra_pnginfo": {"workflow": workflow}} if workflow is not None else {}
+        body = {"prompt": prompt, "client_id": client_id or self.client_id, "extra_data": extra}
+        return self.post("/prompt", body)
+
+    def wait(self, prompt_id: str, timeout: float = PROMPT_TIMEOUT) -> dict:
+        """The /history entry of a finished prompt (``status.status_str`` is "success" or "error")."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"ComfyUI exited ({self.process.returncode}) while running a prompt:\n{self.tail()}"
+                )
+            entry = self.get(f"/history/{prompt_id}").get(prompt_id)
+            if entry and entry.get("status", {}).get("completed") is not None:
+                if entry["status"]["status_str"] in ("success", "error"):
+                    return entry
+            time.sleep(0.2)
+        raise AssertionError(f"prompt {prompt_id} did not finish in {timeout} s:\n{self.tail()}")
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory) -> Comfy:
+    comfyui = _comfyui_root()
+    base = tmp_path_factory.mktemp("comfyui_base")
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / PACK_DIR_NAME).symlink_to(ROOT, target_is_directory=True)
+    for d in ("output", "temp", "user"):
+        (base / d).mkdir()
+    _write_models(base / "models")
+    _write_inputs(base / "input")
+
+    port = _free_port()
+    log_path = base / "comfyui.log"
+    cmd = [
+        sys.executable,
+        "main.py",
+        "--cpu",
+        "--listen",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--base-directory",
+        str(base),
+        "--disable-auto-launch",
+        "--disable-api-nodes",  # no partner API nodes: nothing talks to the internet
+        "--database-url",
+        "sqlite:///:memory:",
+    ]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    env.pop(
+        "COMFYUI_PATH", None
+    )  # the engine must find ComfyUI's vocabulary through the running ComfyUI itself
+    log = open(log_path, "w")
+    process = subprocess.Popen(
+        cmd,
+        cwd=comfyui,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
+    server = Comfy(f"http://127.0.0.1:{port}", base, log_path, process)
+    try:
+        end = time.monotonic() + BOOT_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"ComfyUI exited with {process.returncode} while starting:\n{server.tail()}")
+            try:
+                server.get("/system_stats")
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                if time.monotonic() > end:
+                    pytest.fail(f"ComfyUI did not answer within {BOOT_TIMEOUT} s:\n{server.tail()}")
+                time.sleep(0.5)
+        yield server
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(15)
+        log.close()
+
+
+# --- the browser -------------------------------------------------------------------------------------------------------
+
+# Builds a graph from {"nodes": {id: {"type", "widgets": {name: value}, "inputs": {name: [from_id, output_name]}}}}
+# with the frontend's own node classes, and returns it serialised (UI format, as "Save" writes it).
+BUILD_JS = """(spec) => {
+  const graph = app.graph;
+  graph.clear();
+  const nodes = {};
+  let x = 0;
+  for (const [id, s] of Object.entries(spec.nodes)) {
+    const node = LiteGraph.createNode(s.type);
+    if (!node) throw new Error(`unknown node type ${s.type}`);
+    node.id = Number(id);
+    node.pos = [x, 0];
+    x += 350;
+    graph.add(node);
+    for (const [name, value] of Object.entries(s.widgets || {})) {
+      const w = node.widgets?.find((w) => w.name === name);
+      if (!w) throw new Error(`${s.type} has no widget ${name}`);
+      w.value = value;
+    }
+    nodes[id] = node;
+  }
+  for (const [id, s] of Object.entries(spec.nodes)) {
+    for (const [name, [fromId, outName]] of Object.entries(s.inputs || {})) {
+      const from = nodes[fromId], to = nodes[id];
+      const out = from.outputs.findIndex((o) => o.name === outName);
+      const inp = to.inputs.findIndex((i) => i.name === name);
+      if (out < 0 || inp < 0) throw new Error(`cannot link ${from.type}.${outName} -> ${to.type}.${name}`);
+      if (!from.connect(out, to, inp)) throw new Error(`link refused: ${from.type}.${outName} -> ${to.type}.${name}`);
+    }
+  }
+  return JSON.parse(JSON.stringify(graph.serialize()));
+}"""
+
+TO_PROMPT_JS = """async (workflow) => {
+  await app.loadGraphData(workflow);
+  const p = await app.graphToPrompt();
+  return {output: p.output, workflow: p.workflow};
+}"""
+
+
+@dataclass
+class Run:
+    """What a queued workflow did: /prompt's answer and, if it was accepted, its /history entry."""
+
+    status: int  # HTTP status of /prompt (400: ComfyUI refused it before running)
+    response: dict
+    prompt: dict
+    history: dict | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.history is not None and self.history["status"]["status_str"] == "success"
+
+    @property
+    def outputs(self) -> dict:
+        return (self.history or {}).get("outputs", {})
+
+    def __str__(self) -> str:
+        """What went wrong, for assertion messages."""
+        if self.history is None:
+            return f"/prompt refused it ({self.status}): {json.dumps(self.response)[:3000]}"
+        for kind, data in self.history["status"]["messages"]:
+            if kind == "execution_error":
+                trace = "".join(data.get("traceback", []))
+                return (
+                    f"{data['node_type']} (#{data['node_id']}) failed: {data['exception_message']}\n{trace}"
+                )
+        return f"status {self.history['status']['status_str']}"
+
+    def error(self) -> dict:
+        """The execution error message of a failed run (node_id, node_type, exception_message, ...)."""
+        for kind, data in (self.history or {}).get("status", {}).get("messages", []):
+            if kind == "execution_error":
+                return data
+        raise AssertionError(
+            f"no execution error: /prompt -> {self.status} {self.response}, history {self.history}"
+        )
+
+
+class Frontend:
+    def __init__(self, comfy: Comfy, page, console: list[str]):
+        self.comfy, self.page, self.console = comfy, page, console
+
+    def build(self, nodes: dict) -> dict:
+        """A UI-format workflow (what the frontend saves) from ``{id: {"type", "widgets", "inputs"}}``."""
+        return self.page.evaluate(BUILD_JS, {"nodes": nodes})
+
+    def to_prompt(self, workflow: dict) -> tuple[dict, dict]:
+        """Load a UI-format workflow into the canvas and convert it as the Queue button does: (API prompt, workflow)."""
+        r = self.page.evaluate(TO_PROMPT_JS, workflow)
+        return r["output"], r["workflow"]
+
+    def run(self, workflow: dict) -> Run:
+        prompt, ui_workflow = self.to_prompt(workflow)
+        client_id = self.page.evaluate("() => app.api.clientId")  # the tab's websocket gets the results
+        status, response = self.comfy.queue(prompt, ui_workflow, client_id)
+        run = Run(status, response, prompt)
+        if status == 200:
+            run.history = self.comfy.wait(response["prompt_id"])
+        return run
+
+
+@pytest.fixture(scope="session")
+def frontend(comfy: Comfy):
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: run `bash scripts/setup_env.sh` (installs Debian's chromium)")
+    console: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+            page.goto(comfy.url + "/")
+            page.wait_for_function(
+                "() => window.app?.graph && window.LiteGraph?.registered_node_types?.AceStepLoadAudio"
+                " && app.api.clientId",  # node types registered, websocket connected
+                timeout=120_000,
+            )
+            yield Frontend(comfy, page, console)
+        finally:
+            browser.close()
