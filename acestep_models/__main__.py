@@ -4,6 +4,9 @@ tokenize-lyrics [--vocab PATH] FILE...   the lyric token ids the official pipeli
                                          line per file, with each line's language, ids and unknown tokens
 check [CHECKPOINT] [--out WAV]           load every part of a checkpoint, encode a prompt and lyrics, run the
                                          DiT once and decode to audio: proves a download is complete and works
+generate --params JSON --out WAV         make a song from official ACE-Step parameters (an official
+                                         *_input_params.json, and/or --infer-step 27 style flags); writes the
+                                         audio and OUT_input_params.json, which replays it exactly
 """
 
 from __future__ import annotations
@@ -11,7 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 
@@ -149,6 +156,210 @@ def check(args: argparse.Namespace) -> None:
     )
 
 
+# --- generate ----------------------------------------------------------------------------------------------------
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _metavar(key: str) -> str:
+    from . import params as P
+
+    kinds = {
+        "N": P.INT_KEYS,
+        "X": P.FLOAT_KEYS,
+        "BOOL": P.BOOL_KEYS,
+        "SEEDS": P.SEED_KEYS,
+        "FILE": P.PATH_KEYS,
+    }
+    kinds.update({"TEXT": P.TEXT_KEYS, "STEPS": ("oss_steps",)})
+    return next((name for name, keys in kinds.items() if key in keys), "NAME")
+
+
+def _output_paths(out: Path, batch_size: int) -> list[tuple[Path, Path]]:
+    """(audio, params JSON) per batch item: OUT.wav + OUT_input_params.json, or OUT_0.wav, OUT_1.wav, ..."""
+    names = (
+        [out]
+        if batch_size == 1
+        else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(batch_size)]
+    )
+    return [(a, a.with_name(f"{a.stem}_input_params.json")) for a in names]
+
+
+def _write_json(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=4, ensure_ascii=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class _Progress:
+    """tqdm's bar over the sampling steps (a plain line per step where tqdm is not installed)."""
+
+    def __init__(self):
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            tqdm = None
+        self.tqdm, self.bar, self.count = tqdm, None, 0
+
+    def __call__(self, step: int, total: int) -> None:
+        self.count += 1
+        if self.tqdm is None:
+            print(f"sampling step {self.count}/{total}", file=sys.stderr, flush=True)
+            return
+        if self.bar is None:
+            self.bar = self.tqdm(total=total, desc="sampling", unit="step", file=sys.stderr)
+        self.bar.update(1)
+        if self.count == total:  # the decode that follows is not a sampling step
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _write_outputs(result, params: dict, paths: list[tuple[Path, Path]]) -> None:
+    """Each item's audio and its parameter file, all or none: a failure or a second Ctrl-C midway removes what
+    this run had written."""
+    from .audio_io import save_audio
+    from .params import to_official_file
+
+    done: list[Path] = []
+    try:
+        for audio, (audio_path, params_path) in zip(result.audio, paths, strict=True):
+            done.append(save_audio(audio_path, audio, result.sample_rate))
+            records = {"audio_path": audio_path.name, "format": audio_path.suffix.lower().lstrip(".")}
+            if "timecosts" in result.params:
+                records["timecosts"] = result.params["timecosts"]
+            _write_json(params_path, to_official_file(params, **records))
+            done.append(params_path)
+    except BaseException:
+        for path in done:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _check_lora(params: dict) -> None:
+    lora = params["lora_name_or_path"]
+    if (
+        lora != "none"
+        and not Path(lora).exists()
+        and (Path(lora).is_absolute() or lora.startswith((".", "~")))
+    ):
+        raise CliError(f"lora_name_or_path={json.dumps(lora)}: no such folder (give a LoRA folder or 'none')")
+
+
+def generate(args: argparse.Namespace) -> None:
+    import torch
+
+    from .audio_io import WRITE_FORMATS, AudioError, load_audio
+    from .params import (
+        OFFICIAL_KEYS,
+        SOURCE_TASKS,
+        ParamsError,
+        fix_random,
+        load_params,
+        parse_flag,
+    )
+
+    # Everything that can be wrong with the request is found here, before a model is loaded.
+    out = Path(args.out)
+    if out.suffix.lower() not in WRITE_FORMATS:
+        raise CliError(f"--out {out}: unknown audio extension; use one of {', '.join(WRITE_FORMATS)}")
+    if not out.parent.is_dir():
+        raise CliError(f"--out {out}: folder {out.parent} does not exist")
+    try:
+        overrides = {}
+        for key in OFFICIAL_KEYS:
+            text = getattr(args, f"param_{key}")
+            if text is not None:
+                overrides[key] = parse_flag(key, text)
+        params = load_params(args.params if args.params else {}, overrides=overrides)
+    except ParamsError as e:  # name the file when the value came from it
+        from_file = args.params and e.key != "params" and e.key not in overrides
+        raise CliError(f"{args.params}: {e}" if from_file else str(e)) from e
+    _check_lora(params)
+    params = fix_random(params)
+    src_audio = ref_audio = None
+    try:
+        if params["task"] in SOURCE_TASKS:
+            src_audio = load_audio(params["src_audio_path"])
+        if params["task"] == "audio2audio":
+            ref_audio = load_audio(params["ref_audio_input"])
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from e
+    paths = _output_paths(out, params["batch_size"])
+
+    from .checkpoint import load_all
+    from .pipeline import Interrupted
+    from .pipeline import generate as run_pipeline
+
+    path = find_checkpoint(args.checkpoint, download=False)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    clock = time.perf_counter()
+    try:
+        models = load_all(path, dtype=dtype, device=args.device, vocab=args.vocab)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from e
+    print(f"loaded {path} in {time.perf_counter() - clock:.1f} s", file=sys.stderr, flush=True)
+
+    # Ctrl-C asks the sampler to stop at the end of the current step; a second Ctrl-C stops at once. Either way
+    # nothing is written.
+    stop = threading.Event()
+
+    def on_interrupt(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    progress = _Progress()
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    clock = time.perf_counter()
+    try:
+        result = run_pipeline(
+            models,
+            params,
+            src_audio=src_audio,
+            ref_audio=ref_audio,
+            device=args.device,
+            dtype=dtype,
+            progress=progress,
+            interrupt=stop.is_set,
+        )
+        if stop.is_set():
+            raise Interrupted()
+        seconds = time.perf_counter() - clock
+        progress.close()
+        _write_outputs(result, params, paths)
+    except (Interrupted, KeyboardInterrupt):
+        progress.close()
+        raise CliError("interrupted: no output written", exit_code=130) from None
+    except AudioError as e:  # e.g. NaN audio from a float16 overflow
+        raise CliError(f"{e} (nothing written; try --dtype float32 or bfloat16)") from e
+    except (FileNotFoundError, ValueError) as e:  # e.g. a LoRA that cannot be found or does not fit the model
+        raise CliError(f"{type(e).__name__}: {e}") from e
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    length = result.audio[0].shape[-1] / result.sample_rate
+    print(
+        f"wrote {', '.join(str(a) for a, _ in paths)} ({length:.2f} s at {result.sample_rate} Hz, "
+        f"seeds {params['manual_seeds']}) in {seconds:.1f} s, with the parameters beside each as "
+        f"{paths[0][1].name if len(paths) == 1 else '*_input_params.json'}",
+        flush=True,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m acestep_models", description="ACE-Step v1 engine tools.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -185,6 +396,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weight dtype"
     )
     p.set_defaults(func=check)
+
+    from .params import CHOICES, OFFICIAL_DEFAULTS
+
+    p = commands.add_parser(
+        "generate",
+        help="make a song from official ACE-Step parameters",
+        description="Generate audio from the official ACEStepPipeline parameters: a JSON file (official names, or an "
+        "official *_input_params.json; relative paths resolve against its folder) and/or one flag per official "
+        "keyword, which overrides the file (--infer-step 27 or --infer_step 27). Writes OUT (float WAV at 48 kHz, "
+        "or .flac/.ogg/.mp3; OUT_0, OUT_1, ... for batch_size > 1) and OUT_input_params.json beside it, with the "
+        "seeds used: give it back as --params to make the same audio again.",
+    )
+    p.add_argument("--checkpoint", help="official model folder or all-in-one .safetensors file "
+                   "(default: $ACESTEP_CHECKPOINT, then " + ", ".join(DEFAULT_PLACES) + ")")  # fmt: skip
+    p.add_argument("--params", metavar="JSON", help="parameter file (official names); flags override it")
+    p.add_argument(
+        "--out", required=True, metavar="AUDIO", help="output audio file: .wav, .flac, .ogg or .mp3"
+    )
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="weight dtype (default: float32)")
+    p.add_argument(
+        "--vocab", metavar="PATH", help="lyric vocab.json (default: beside the checkpoint, or ComfyUI's)"
+    )
+    official = p.add_argument_group(
+        "official parameters (default: the official ACEStepPipeline.__call__ value)"
+    )
+    for key, default in OFFICIAL_DEFAULTS.items():
+        names = [_flag(key)] + ([f"--{key}"] if "_" in key else [])
+        what = f"one of {', '.join(CHOICES[key])}; " if key in CHOICES else ""
+        official.add_argument(
+            *names, dest=f"param_{key}", metavar=_metavar(key), help=f"{what}default {json.dumps(default)}"
+        )
+    p.set_defaults(func=generate)
     return parser
 
 
@@ -198,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
         text = str(e) if "\n" in str(e) else " ".join(str(e).split())  # keep multi-line instructions readable
         print(f"error: {text}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
