@@ -19,6 +19,7 @@ from comfy.cli_args import args
 from comfy_api.latest import io, ui
 
 from .common import CATEGORY, MAX_SECONDS, advanced, check_audio, explained, node_error
+from .latents import RANGES_HELP, frames_for_audio, parse_regions
 
 # The browser's audio player on our nodes: the frontend draws a widget for inputs of this type (it is never sent
 # back, hence optional).
@@ -96,7 +97,8 @@ class AceStepLoadAudio(io.ComfyNode):
             display_name=cls.TITLE,
             category=CATEGORY,
             description="Loads an audio file from ComfyUI's input folder (upload one with the button), optionally "
-            "a part of it.",
+            "a part of it. Its waveform shows on the node: play it, zoom, and drag on it to mark the regions to "
+            "regenerate (or past either end to extend the song).",
             inputs=[
                 io.Combo.Input(
                     "audio",
@@ -124,16 +126,27 @@ class AceStepLoadAudio(io.ComfyNode):
                         tooltip="How much to read (0: to the end of the file).",
                     )
                 ),
+                io.String.Input(
+                    "regions",
+                    default="",
+                    tooltip="Parts to regenerate, in seconds of the loaded audio: drag on the waveform to mark them, "
+                    f"or type them ({RANGES_HELP}). Connect the regions output to ACE-Step Mask from Seconds.",
+                ),
                 _player(),
             ],
             outputs=[
-                io.Audio.Output(display_name="audio", tooltip="The audio at the file's own sample rate.")
+                io.Audio.Output(display_name="audio", tooltip="The audio at the file's own sample rate."),
+                io.String.Output(
+                    display_name="regions",
+                    tooltip="The regions as typed or drawn (for ACE-Step Mask from Seconds' ranges); checked "
+                    "against the audio's length.",
+                ),
             ],
         )
 
     @classmethod
     def execute(
-        cls, audio: str, start_seconds: float = 0.0, duration_seconds: float = 0.0, **_
+        cls, audio: str, start_seconds: float = 0.0, duration_seconds: float = 0.0, regions: str = "", **_
     ) -> io.NodeOutput:
         path = folder_paths.get_annotated_filepath(audio)
         with explained(cls.TITLE, "audio", audio, "Check that the file is a readable audio file."):
@@ -149,7 +162,10 @@ class AceStepLoadAudio(io.ComfyNode):
         out = {"waveform": wav[None], "sample_rate": rate}
         # NaN/inf in a float file: say so here, not three nodes later
         check_audio(cls.TITLE, "audio", out, value=audio, source="the file (re-export it)")
-        return io.NodeOutput(out)
+        regions = (regions or "").strip()  # (None from a workflow saved before the input existed)
+        if regions:  # say here, where they are drawn, if they do not fit the audio
+            parse_regions(cls.TITLE, "regions", regions, frames_for_audio(wav.shape[-1], rate))
+        return io.NodeOutput(out, regions)
 
     @classmethod
     def fingerprint_inputs(cls, audio: str, **_):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 import comfy.model_management as mm
 import torch
@@ -217,25 +218,54 @@ class AceStepDecodeLatent(io.ComfyNode):
 # --- masks -----------------------------------------------------------------------------------------------------------
 
 _NUMBER = r"\d+(?:\.\d*)?|\.\d+"
-_RANGE = re.compile(rf"^({_NUMBER})\s*(?:-|–|:|to)\s*({_NUMBER}|end)$", re.IGNORECASE)
+# start: seconds, -seconds (before the song: extend it) or "end"; end: seconds, "end" or "end+seconds" (extend)
+_RANGE = re.compile(
+    rf"^(-?\s*(?:{_NUMBER})|end)\s*(?:-|–|:|to)\s*({_NUMBER}|end(?:\s*\+\s*(?:{_NUMBER}))?)$", re.IGNORECASE
+)
+RANGES_HELP = "e.g. 10-20, 35.5-end; -5-0 adds 5 s before the song, end-end+10 adds 10 s after it"
 
 
-def parse_ranges(node: str, input: str, text: str, frames: int) -> list[tuple[int, int]]:
-    """``"10-20, 35.5-end"`` -> latent frame ranges ``[(first, end), ...]`` (end exclusive) inside ``frames``,
-    rounded as the official repaint does (``int(seconds * 44100 / 4096)``)."""
+@dataclass
+class Regions:
+    """Time ranges on a latent of ``frames`` frames, extended by ``left``/``right`` new frames where a range reaches
+    before the start or after the end. ``ranges``: (first, end) frames on the extended grid, end exclusive."""
+
+    frames: int
+    left: int
+    right: int
+    ranges: list[tuple[int, int]]
+
+    @property
+    def total(self) -> int:
+        return self.left + self.frames + self.right
+
+
+def parse_regions(node: str, input: str, text: str, frames: int) -> Regions:
+    """``"10-20, 35.5-end, end-end+10"`` (seconds of a song of ``frames`` latent frames) -> :class:`Regions`.
+
+    Seconds become frames as the official repaint counts them (``int(seconds * 44100 / 512 / 8)``, negative
+    starts mirrored, as its ``repaint_start < 0`` extend); ``end`` is the last frame's end, ``end+s`` adds frames
+    after it. The waveform editor writes frame-exact seconds, so what it shows is what this gives."""
     total = seconds_of(frames)
-    ranges = []
+    spans = []
     for part in re.split(r"[,;\n]+", text):
         part = part.strip()
         if not part:
             continue
         m = _RANGE.match(part)
         if not m:
-            fix = "Write ranges as start-end in seconds, e.g. 10-20, 35.5-end."
-            raise node_error(node, f"cannot read the range '{part}'", fix, input, text)
-        start = float(m.group(1))
-        end = total if m.group(2).lower() == "end" else float(m.group(2))
-        if end <= start:
+            raise node_error(
+                node,
+                f"cannot read the range '{part}'",
+                f"Write start-end in seconds, {RANGES_HELP}.",
+                input,
+                text,
+            )
+        start, stop = m.group(1).replace(" ", "").lower(), m.group(2).replace(" ", "").lower()
+        extra = float(stop[4:] or 0) if stop.startswith("end") else None  # seconds after the end
+        start_s = total if start == "end" else float(start)
+        stop_s = float(stop) if extra is None else total + extra
+        if stop_s <= start_s:
             raise node_error(
                 node,
                 f"the range '{part}' ends before it starts",
@@ -243,21 +273,44 @@ def parse_ranges(node: str, input: str, text: str, frames: int) -> list[tuple[in
                 input,
                 text,
             )
-        if end > total + seconds_of(1):
+        if extra is None and stop_s > total + seconds_of(1):
             raise node_error(
                 node,
                 f"the range '{part}' goes past the end of the latent ({total:.2f} s)",
-                "Shorten the range (or write 'end'), or make the latent longer (ACE-Step Extend Latent).",
+                "Shorten the range (or write 'end'), write end+seconds to extend the song, or make the latent "
+                "longer (ACE-Step Extend Latent).",
                 input,
                 text,
             )
-        first = frames_for_seconds(start)
-        ranges.append((first, min(frames, max(frames_for_seconds(end), first + 1))))
-    if not ranges:
+        # official: int() of a negative start rounds towards 0, as of a positive one
+        first = frames if start == "end" else int(math.copysign(frames_for_seconds(abs(start_s)), start_s))
+        if extra is None:  # inside the song (at least one frame: a range inside one frame regenerates it)
+            first = min(first, frames - 1)
+            last = min(frames, max(frames_for_seconds(stop_s), first + 1))
+        else:  # new frames after the end are all regenerated, so the range covers them from the end on
+            first = min(first, frames)
+            last = max(frames + frames_for_seconds(extra), first + 1)
+        spans.append((first, last))
+    if not spans:
+        raise node_error(node, "no range given", f"Write one or more ranges, {RANGES_HELP}.", input, text)
+    left = max(0, -min(first for first, _ in spans))
+    right = max(0, max(last for _, last in spans) - frames)
+    ranges = [(first + left, last + left) for first, last in spans]
+    return Regions(frames, left, right, ranges)
+
+
+def parse_ranges(node: str, input: str, text: str, frames: int) -> list[tuple[int, int]]:
+    """Ranges that stay inside the latent (no extension): latent frame ranges ``[(first, end), ...]``."""
+    regions = parse_regions(node, input, text, frames)
+    if regions.left or regions.right:
         raise node_error(
-            node, "no range given", "Write one or more ranges, e.g. 10-20, 35.5-end.", input, text
+            node,
+            "these ranges reach before the start or after the end of the latent",
+            "Keep them inside the song, or extend it first (ACE-Step Mask from Seconds does both).",
+            input,
+            text,
         )
-    return ranges
+    return regions.ranges
 
 
 def frame_mask(frames: int, ranges: list[tuple[int, int]], soft_seconds: float) -> torch.Tensor:
@@ -276,6 +329,17 @@ def as_mask(per_frame: torch.Tensor) -> torch.Tensor:
     return per_frame.reshape(1, 1, -1).expand(1, LATENT_HEIGHT, -1).contiguous()
 
 
+def _check_total(node: str, input: str, value, frames: int) -> None:
+    if seconds_of(frames) > MAX_SECONDS:
+        raise node_error(
+            node,
+            f"the extended latent would last {seconds_of(frames):.1f} s, more than {MAX_SECONDS:g} s",
+            "Add fewer seconds.",
+            input,
+            value,
+        )
+
+
 class AceStepMaskFromSeconds(io.ComfyNode):
     TITLE = "ACE-Step Mask from Seconds"
 
@@ -286,13 +350,15 @@ class AceStepMaskFromSeconds(io.ComfyNode):
             display_name=cls.TITLE,
             category=CATEGORY,
             description="A time mask over a latent: 1 in the given ranges (what to regenerate, e.g. for repaint), "
-            "0 elsewhere, with optional soft edges.",
+            "0 elsewhere, with optional soft edges. Ranges reaching before the start (-5-0) or after the end "
+            "(end-end+10) extend the song: the latent output is padded with new frames and the mask covers them. "
+            "Connect the regions drawn on ACE-Step Load Audio's waveform to 'ranges'.",
             inputs=[
                 io.Latent.Input("latent", tooltip="The latent the mask is for (it sets the mask's length)."),
                 io.String.Input(
                     "ranges",
                     default="10-20",
-                    tooltip="Time ranges in seconds, separated by commas: e.g. '10-20, 35.5-end'.",
+                    tooltip=f"Time ranges in seconds, separated by commas: {RANGES_HELP}.",
                 ),
                 io.Float.Input(
                     "soft_edge",
@@ -304,20 +370,35 @@ class AceStepMaskFromSeconds(io.ComfyNode):
                 ),
                 advanced(
                     io.Boolean.Input(
-                        "invert", default=False, tooltip="Swap 1 and 0 (keep the ranges instead)."
+                        "invert",
+                        default=False,
+                        tooltip="Swap 1 and 0 over the song (keep the ranges instead); new frames stay 1.",
                     )
                 ),
             ],
-            outputs=[io.Mask.Output(display_name="mask", tooltip="[1, 16, frames], 1 = regenerate.")],
+            outputs=[
+                io.Mask.Output(display_name="mask", tooltip="[1, 16, frames], 1 = regenerate."),
+                io.Latent.Output(
+                    display_name="latent",
+                    tooltip="The latent, padded with new (zero) frames where the ranges extend it; else unchanged.",
+                ),
+            ],
         )
 
     @classmethod
     def execute(
         cls, latent: dict, ranges: str, soft_edge: float = 0.0, invert: bool = False
     ) -> io.NodeOutput:
-        frames = check_latent(cls.TITLE, "latent", latent).shape[-1]
-        per_frame = frame_mask(frames, parse_ranges(cls.TITLE, "ranges", ranges, frames), soft_edge)
-        return io.NodeOutput(as_mask(1 - per_frame if invert else per_frame))
+        samples = check_latent(cls.TITLE, "latent", latent)
+        regions = parse_regions(cls.TITLE, "ranges", ranges, samples.shape[-1])
+        _check_total(cls.TITLE, "ranges", ranges, regions.total)
+        per_frame = frame_mask(regions.total, regions.ranges, soft_edge)
+        if invert:
+            song = slice(regions.left, regions.left + regions.frames)
+            per_frame[song] = 1 - per_frame[song]
+        if regions.left or regions.right:
+            latent = as_latent(torch.nn.functional.pad(samples, (regions.left, regions.right)))
+        return io.NodeOutput(as_mask(per_frame), latent)
 
 
 class AceStepExtendLatent(io.ComfyNode):
@@ -371,14 +452,8 @@ class AceStepExtendLatent(io.ComfyNode):
         samples = check_latent(cls.TITLE, "latent", latent)
         left, right = frames_for_seconds(left_seconds), frames_for_seconds(right_seconds)
         total = samples.shape[-1] + left + right
-        if seconds_of(total) > MAX_SECONDS:
-            raise node_error(
-                cls.TITLE,
-                f"the extended latent would last {seconds_of(total):.1f} s, more than {MAX_SECONDS:g} s",
-                "Add fewer seconds.",
-                "right_seconds" if right_seconds >= left_seconds else "left_seconds",
-                max(left_seconds, right_seconds),
-            )
+        longer = "right_seconds" if right_seconds >= left_seconds else "left_seconds"
+        _check_total(cls.TITLE, longer, max(left_seconds, right_seconds), total)
         padded = torch.nn.functional.pad(samples, (left, right))
         new = [r for r in ((0, left), (total - right, total)) if r[1] > r[0]]
         return io.NodeOutput(as_latent(padded), as_mask(frame_mask(total, new, soft_edge)))

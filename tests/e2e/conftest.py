@@ -56,7 +56,12 @@ MODELS = {
     "official": "acestep/ACE-Step-v1-3.5B",
     "not_acestep": "vae/not_acestep.safetensors",  # an SD-style VAE file: the wrong model type
     "vae_as_dit": "diffusion_models/ace_step_vae_in_wrong_folder.safetensors",  # the VAE where a DiT should be
+    # in models/loras/: the official LoRA's Hugging Face folder (ACE-Step/ACE-Step-v1-chinese-rap-LoRA), tiny here
+    "lora": "loras/ACE-Step-v1-chinese-rap-LoRA/pytorch_lora_weights.safetensors",
 }
+TINY_LORA = Path(__file__).resolve().parents[1] / "golden" / "lora" / "tiny_lora"
+# A 2 s video (24 frames at 12 fps, no sound) in the input folder, for the music-for-a-video workflow.
+CLIP, CLIP_FRAMES, CLIP_FPS = "clip.mp4", 24, 12
 
 
 def _free_port() -> int:
@@ -102,6 +107,7 @@ def _write_models(models: Path) -> None:
         str(models / MODELS["not_acestep"]),
     )
     shutil.copy(models / MODELS["vae"], models / MODELS["vae_as_dit"])
+    shutil.copytree(TINY_LORA, (models / MODELS["lora"]).parent)
 
 
 def _write_inputs(inputs: Path) -> None:
@@ -117,6 +123,21 @@ def _write_inputs(inputs: Path) -> None:
     nan[1000:1100] = np.nan
     soundfile.write(inputs / "nan.wav", nan, TONE_RATE, subtype="FLOAT")
     soundfile.write(inputs / "empty.wav", np.zeros((0, 2), np.float32), TONE_RATE, subtype="FLOAT")
+    _write_clip(inputs / CLIP)
+
+
+def _write_clip(path: Path) -> None:
+    import av
+
+    with av.open(str(path), "w") as f:
+        video = f.add_stream("mpeg4", rate=CLIP_FPS)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        for i in range(CLIP_FRAMES):
+            rgb = np.full((48, 64, 3), (i * 10, 128, 255 - i * 10), np.uint8)
+            for packet in video.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                f.mux(packet)
+        for packet in video.encode():
+            f.mux(packet)
 
 
 @dataclass
@@ -205,6 +226,8 @@ def comfy(tmp_path_factory) -> Comfy:
         str(base),
         "--disable-auto-launch",
         "--disable-api-nodes",  # no partner API nodes: nothing talks to the internet
+        "--preview-method",
+        "auto",  # samplers send a preview image with each step's progress
         "--database-url",
         "sqlite:///:memory:",
     ]

@@ -32,6 +32,15 @@ OUR_NODES = {
     "AceStepSaveAudio",
     "AceStepPreviewAudio",
     "AceStepLyricsCheck",
+    "AceStepLoraLoader",
+    "AceStepEncodePrompt",
+    "AceStepSampler",
+    "AceStepFlowEdit",
+    "AceStepGuider",
+    "AceStepSamplerSelect",
+    "AceStepScheduler",
+    "AceStepNoise",
+    "AceStepAudioToImage",
 }
 OUR_TYPES = {
     "ACESTEP_DIT",

@@ -1,0 +1,643 @@
+"""Custom sampling: ACE-Step's official guidance, schedule, step rules and noise as ComfyUI's GUIDER, SIGMAS,
+SAMPLER and NOISE, for core ``SamplerCustomAdvanced`` (and ``KSamplerSelect``, ``DisableNoise``,
+``SetLatentNoiseMask``, ``SplitSigmas``... around them).
+
+ComfyUI's convention for ACE-Step, which these follow: latents ``[B, 8, 16, T]`` (ours and ``EmptyAceStepLatentAudio``
+alike), a flow model ``x_sigma = (1 - sigma) x0 + sigma noise`` with sigma in [0, 1] and the DiT timestep
+``1000 sigma``, SIGMAS ending in 0, and a guider returning the x0 prediction ``x - sigma v`` to ComfyUI's samplers.
+
+``AceStepNoise`` + ``AceStepGuider`` + ``AceStepSamplerSelect`` + ``AceStepScheduler`` in ``SamplerCustomAdvanced``
+give the official text2music result (``acestep_models.pipeline.generate``). There the sampler takes the guided velocity
+straight from the guider, as the official loop does; with a core sampler, a denoise mask, or our sampler under
+another guider, the velocity is recovered from the x0 prediction (``(x - x0) / sigma``, equal to rounding).
+"""
+
+from __future__ import annotations
+
+import types
+
+import comfy.latent_formats
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.model_sampling
+import comfy.sampler_helpers
+import comfy.samplers
+import torch
+from comfy_api.latest import io
+from tqdm.auto import trange
+
+from .common import (
+    CATEGORY,
+    LATENT_CHANNELS,
+    LATENT_HEIGHT,
+    AceStepDiT,
+    DiT,
+    advanced,
+    explained,
+    node_error,
+)
+from .conditioning import AceStepConditioning, check_conditioning, fit_to_dit
+from .sampling import MAX_SEED, load_dit, make_generators, parse_oss_steps
+
+STEPPERS = ["euler", "heun", "pingpong"]  # official FlowMatch{Euler,Heun,PingPong}Scheduler step rules
+CFG_TYPES = ["apg", "cfg", "cfg_star"]  # acestep_models.guidance.CFG_TYPES
+# official schedulers' shift and DiT timestep scale (ComfyUI's ACE model_sampling: shift 3, multiplier 1000)
+SHIFT, TIMESTEP_MULTIPLIER = 3.0, 1000
+
+
+# --- what ComfyUI's samplers read from a model ---------------------------------------------------------------------
+
+
+class _FlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
+    """ComfyUI's model sampling for ACE-Step (``model_base.ACEStep``: FLOW, shift 3): sigma in [0, 1], timestep
+    ``1000 sigma``, noising ``sigma noise + (1 - sigma) x0``, x0 prediction ``x - sigma v``."""
+
+    def __init__(self):
+        super().__init__(
+            types.SimpleNamespace(sampling_settings={"shift": SHIFT, "multiplier": TIMESTEP_MULTIPLIER})
+        )
+
+
+class _SamplingModel:
+    """What ComfyUI's samplers read from a guider's ``inner_model`` (a ``BaseModel`` for core models): the model
+    sampling, the latent format (ACE audio: scale 1, no shift, so ``process_latent_in/out`` change nothing) and the
+    inpaint noising of the source outside a mask."""
+
+    def __init__(self):
+        self.model_sampling = _FlowSampling()
+        self.latent_format = comfy.latent_formats.ACEAudio()
+
+    def process_latent_in(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.latent_format.process_in(latent)
+
+    def process_latent_out(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.latent_format.process_out(latent)
+
+    def scale_latent_inpaint(self, sigma, noise, latent_image, **kwargs) -> torch.Tensor:
+        sigma = sigma.reshape([sigma.shape[0]] + [1] * (noise.ndim - 1))
+        return self.model_sampling.noise_scaling(sigma, noise, latent_image)
+
+    def attach_to(self, module: torch.nn.Module) -> None:
+        """SamplerCustomAdvanced and some core samplers read ``latent_format``, ``model_sampling`` and
+        ``process_latent_out`` from ``guider.model_patcher.model``, where ComfyUI's own models carry them. The DiT
+        gets them as plain attributes (not submodules: its state dict and device moves stay the official ones)."""
+        for name in ("latent_format", "model_sampling", "process_latent_in", "process_latent_out"):
+            module.__dict__[name] = getattr(self, name)
+
+
+# --- the guider ------------------------------------------------------------------------------------------------------
+
+
+class _GuidedVelocity:
+    """One sampling run of the official guidance (``acestep_models.sampler.text2music``'s velocity): the prompt and
+    lyrics encoded once into the conditional / unconditional (/ text-only) branches, then per DiT call the guided
+    velocity. ``i``, the official step index the guidance interval, decay and CFG-zero* use, counts DiT calls (as
+    the official loop: Heun's corrector is a step of its own)."""
+
+    def __init__(self, dit, positive, negative, settings, batch: int, steps: int):
+        from ..acestep_models import guidance as G
+        from ..acestep_models import sampler as S
+
+        self.G, self.S, self.dit, self.settings = G, S, dit, settings
+        self.branches = S.encode_branches(dit, positive, batch, settings)
+        if negative is not None and "uncond" in self.branches:
+            self.branches["uncond"] = self._encode_negative(negative, batch)
+        self.use_cfg = G.uses_cfg(settings.guidance_scale)
+        self.double = "text_only" in self.branches
+        self.start, self.end = G.guidance_interval(steps, settings.guidance_interval)
+        self.momentum = G.MomentumBuffer()
+        self.calls = 0
+
+    @torch.no_grad()
+    def _encode_negative(self, negative, batch: int):
+        """The unconditional branch from a negative prompt and lyrics instead of the official null ones (no speaker
+        either way; the diffusion ERG still applies to it when enabled)."""
+        text, text_mask, ids, lyric_mask, speaker = (
+            x.repeat(batch, *([1] * (x.dim() - 1)))
+            for x in (
+                negative.text,
+                negative.text_mask,
+                negative.lyric_ids,
+                negative.lyric_mask,
+                negative.speaker,
+            )
+        )
+        states, mask = self.dit.encode(text, text_mask, torch.zeros_like(speaker), ids, lyric_mask)
+        return self.S.Branch(states, mask, erg=self.settings.use_erg_diffusion)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The guided velocity at ``x`` [B, 8, 16, T] and ``sigma`` (0-dim), in the DiT's dtype."""
+        mm.throw_exception_if_processing_interrupted()
+        G, S, settings, branches = self.G, self.S, self.settings, self.branches
+        i, self.calls = self.calls, self.calls + 1
+        t = (sigma.reshape(()).to(torch.float32) * TIMESTEP_MULTIPLIER).to(x.device)  # official timestep
+        x = x.to(branches["cond"].states.dtype)
+        if not (self.use_cfg and self.start <= i < self.end):
+            return S.run_dit(self.dit, [x], [branches["cond"]], t)[0]
+        if not self.double and settings.cfg_type == "cfg_star" and G.cfg_zero_star_is_zero(i):
+            return torch.zeros_like(x)  # official cond * 0.0
+        names = ["cond", "text_only", "uncond"] if self.double else ["cond", "uncond"]
+        v = dict(zip(names, S.run_dit(self.dit, [x] * len(names), [branches[n] for n in names], t)))
+        if self.double:
+            return G.double_condition(
+                v["cond"],
+                v["uncond"],
+                v["text_only"],
+                settings.guidance_scale_text,
+                settings.guidance_scale_lyric,
+            )
+        scale = G.scale_at(
+            i,
+            self.start,
+            self.end,
+            settings.guidance_scale,
+            settings.guidance_interval_decay,
+            settings.min_guidance_scale,
+        )
+        if settings.cfg_type == "apg":
+            return G.apg(v["cond"], v["uncond"], scale, self.momentum)
+        if settings.cfg_type == "cfg":
+            return G.cfg(v["cond"], v["uncond"], scale)
+        return G.cfg_zero_star(v["cond"], v["uncond"], scale, i)
+
+
+class OfficialGuider(comfy.samplers.CFGGuider):
+    """ComfyUI's GUIDER protocol (``sample(noise, latent_image, sampler, sigmas, denoise_mask, callback,
+    disable_pbar, seed)``) over our DiT and the official guidance.
+
+    ``model_patcher`` is the DiT's own patcher (what ComfyUI's sampler nodes read it for is attached to the DiT,
+    see ``_SamplingModel.attach_to``); the DiT is loaded through ComfyUI's model management when sampling starts.
+    ComfyUI's samplers call the guider (``predict_noise``) for the x0 prediction; ``acestep_velocity`` gives the
+    official sampler the guided velocity itself."""
+
+    def __init__(self, dit: AceStepDiT, positive, negative, settings):
+        super().__init__(dit.patcher)
+        self.dit, self.positive, self.negative, self.settings = dit, positive, negative, settings
+        self.cfg = settings.guidance_scale
+        self.inner_model = _SamplingModel()
+        self.inner_model.attach_to(dit.model)
+        self._velocity: _GuidedVelocity | None = None
+
+    @property
+    def acestep_dtype(self) -> torch.dtype:
+        return self.dit.dtype
+
+    def acestep_velocity(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        if self._velocity is None:
+            raise RuntimeError("ACE-Step Guider: the velocity is only available while the guider samples")
+        return self._velocity(x, sigma)
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):  # noqa: B006 (ComfyUI's signature)
+        sigma = timestep.reshape(-1)[:1].reshape(())  # ComfyUI passes sigma (one per batch item, all equal)
+        v = self.acestep_velocity(x, sigma)
+        # the flow x0 prediction, as ComfyUI's CONST.calculate_denoised
+        return x - timestep.reshape([-1] + [1] * (x.ndim - 1)) * v
+
+    def sample(
+        self,
+        noise,
+        latent_image,
+        sampler,
+        sigmas,
+        denoise_mask=None,
+        callback=None,
+        disable_pbar=False,
+        seed=None,
+    ):
+        if sigmas.shape[-1] == 0:
+            return latent_image
+        samples = _check_samples(latent_image)
+        batch, frames = samples.shape[0], samples.shape[-1]
+        if noise.shape != samples.shape:
+            raise node_error(
+                AceStepGuider.TITLE,
+                f"the noise has shape {list(noise.shape)}, the latent {list(samples.shape)}",
+                "Use a NOISE node that makes noise for this latent (ACE-Step Noise, RandomNoise, DisableNoise).",
+            )
+        model = load_dit(self.dit, batch, frames, 3 if self.settings.guidance_scale not in (0.0, 1.0) else 1)
+        device, dtype = self.dit.device, self.dit.dtype
+        noise, latent, sigmas = (t.to(device, torch.float32) for t in (noise, samples, sigmas))
+        mask = None
+        if denoise_mask is not None:
+            mask = comfy.sampler_helpers.prepare_mask(denoise_mask, noise.shape, device)
+        # (no process_latent_in/out: the identity for ACE audio latents, scale 1 and no shift)
+        with explained(AceStepGuider.TITLE):
+            positive = fit_to_dit(AceStepGuider.TITLE, "positive", self.positive, self.dit).to(device, dtype)
+            negative = self.negative
+            if negative is not None:
+                negative = fit_to_dit(AceStepGuider.TITLE, "negative", negative, self.dit).to(device, dtype)
+            self._velocity = _GuidedVelocity(model, positive, negative, self.settings, batch, len(sigmas) - 1)
+        options = comfy.model_patcher.create_model_options_clone(self.model_options)
+        options.setdefault("transformer_options", {})["sample_sigmas"] = sigmas
+        extra_args = {"model_options": options, "seed": seed}
+        try:
+            out = sampler.sample(self, sigmas, extra_args, callback, noise, latent, mask, disable_pbar)
+        finally:
+            self._velocity = None
+        out = out.to(torch.float32)
+        if mask is not None:  # what the mask keeps stays the source, exactly
+            out = torch.where(mask > 0, out, latent)
+        return out
+
+
+def _check_samples(latent_image) -> torch.Tensor:
+    if getattr(latent_image, "is_nested", False):
+        raise node_error(
+            AceStepGuider.TITLE,
+            "the latent is a nested (multi-part) latent",
+            "Connect a plain ACE-Step latent [batch, 8, 16, frames].",
+        )
+    if latent_image.ndim != 4 or latent_image.shape[1:3] != (LATENT_CHANNELS, LATENT_HEIGHT):
+        raise node_error(
+            AceStepGuider.TITLE,
+            f"the latent has shape {list(latent_image.shape)}, not ACE-Step's [batch, 8, 16, frames]",
+            "Connect an ACE-Step latent (ACE-Step Empty Latent, ACE-Step Audio to Latent, EmptyAceStepLatentAudio).",
+        )
+    return latent_image
+
+
+class AceStepGuider(io.ComfyNode):
+    TITLE = "ACE-Step Guider"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepGuider",
+            display_name=cls.TITLE,
+            category=CATEGORY,
+            description="The official ACE-Step guidance (APG, CFG or CFG-zero*, its guidance interval and ERG) as a "
+            "GUIDER for SamplerCustomAdvanced: with ACE-Step Sampler Select, Scheduler and Noise it gives exactly the "
+            "official text2music result; core samplers (KSamplerSelect) work with it too.",
+            inputs=[
+                DiT.Input("dit", tooltip="ACE-Step's DiT (from ACE-Step Load DiT or Load Checkpoint)."),
+                AceStepConditioning.Input(
+                    "positive", tooltip="The prompt and lyrics (ACE-Step Encode Prompt & Lyrics)."
+                ),
+                AceStepConditioning.Input(
+                    "negative",
+                    optional=True,
+                    tooltip="Replaces the official unconditional branch (no prompt, no lyrics, weakened by ERG) "
+                    "with this prompt and lyrics. Leave empty for the official behaviour.",
+                ),
+                io.Float.Input(
+                    "guidance_scale",
+                    default=15.0,
+                    min=0.0,
+                    max=200.0,
+                    step=0.1,
+                    tooltip="How strongly to follow the prompt and lyrics (official default 15; 0 or 1: no guidance, "
+                    "one DiT pass per step).",
+                ),
+                io.Combo.Input(
+                    "cfg_type",
+                    options=CFG_TYPES,
+                    default="apg",
+                    tooltip="apg: adaptive projected guidance (official default); cfg: classic; cfg_star: CFG-zero*.",
+                ),
+                advanced(
+                    io.Float.Input(
+                        "guidance_interval",
+                        default=0.5,
+                        min=0.0,
+                        max=1.0,
+                        step=0.01,
+                        tooltip="The middle fraction of the steps that is guided (official 0.5).",
+                    )
+                ),
+                advanced(
+                    io.Float.Input(
+                        "guidance_interval_decay",
+                        default=0.0,
+                        min=0.0,
+                        max=1.0,
+                        step=0.01,
+                        tooltip="Lower the scale linearly across the interval towards min_guidance_scale (0: constant).",
+                    )
+                ),
+                advanced(
+                    io.Float.Input(
+                        "min_guidance_scale",
+                        default=3.0,
+                        min=0.0,
+                        max=200.0,
+                        step=0.1,
+                        tooltip="Where the interval decay heads to.",
+                    )
+                ),
+                advanced(
+                    io.Float.Input(
+                        "guidance_scale_text",
+                        default=0.0,
+                        min=0.0,
+                        max=200.0,
+                        step=0.1,
+                        tooltip="Separate text scale; with guidance_scale_lyric, both above 1, it replaces cfg_type "
+                        "(one more DiT pass per step).",
+                    )
+                ),
+                advanced(
+                    io.Float.Input(
+                        "guidance_scale_lyric",
+                        default=0.0,
+                        min=0.0,
+                        max=200.0,
+                        step=0.1,
+                        tooltip="Separate lyric scale (used when both it and guidance_scale_text are above 1).",
+                    )
+                ),
+                advanced(
+                    io.Boolean.Input(
+                        "use_erg_lyric",
+                        default=True,
+                        tooltip="Official ERG: the unconditional branch keeps the lyrics, weakened in the lyric "
+                        "encoder, and the ERG null prompt; off: no prompt and no lyrics at all.",
+                    )
+                ),
+                advanced(
+                    io.Boolean.Input(
+                        "use_erg_diffusion",
+                        default=True,
+                        tooltip="Official ERG: the unconditional pass runs with weakened attention in DiT blocks 15-19.",
+                    )
+                ),
+            ],
+            outputs=[io.Guider.Output(display_name="guider", tooltip="For SamplerCustomAdvanced.")],
+        )
+
+    @classmethod
+    def execute(
+        cls,
+        dit: AceStepDiT,
+        positive,
+        guidance_scale: float,
+        cfg_type: str,
+        negative=None,
+        guidance_interval: float = 0.5,
+        guidance_interval_decay: float = 0.0,
+        min_guidance_scale: float = 3.0,
+        guidance_scale_text: float = 0.0,
+        guidance_scale_lyric: float = 0.0,
+        use_erg_lyric: bool = True,
+        use_erg_diffusion: bool = True,
+    ) -> io.NodeOutput:
+        from ..acestep_models.sampler import SamplerSettings
+
+        settings = SamplerSettings(
+            guidance_scale=guidance_scale,
+            cfg_type=cfg_type,
+            guidance_interval=guidance_interval,
+            guidance_interval_decay=guidance_interval_decay,
+            min_guidance_scale=min_guidance_scale,
+            use_erg_lyric=use_erg_lyric,
+            use_erg_diffusion=use_erg_diffusion,
+            guidance_scale_text=guidance_scale_text,
+            guidance_scale_lyric=guidance_scale_lyric,
+        )
+        with explained(cls.TITLE, "cfg_type", cfg_type):
+            settings.check()
+        positive = check_conditioning(cls.TITLE, "positive", positive)
+        negative = None if negative is None else check_conditioning(cls.TITLE, "negative", negative)
+        return io.NodeOutput(OfficialGuider(dit, positive, negative, settings))
+
+
+# --- the sampler -----------------------------------------------------------------------------------------------------
+
+
+def _stepper_schedule(kind: str, sigmas: torch.Tensor):
+    """The engine's ``Schedule`` over ComfyUI sigmas ``[s0 .. sN]``: one entry per DiT call. Heun (official
+    ``FlowMatchHeunDiscreteScheduler``) repeats every sigma after the first, its corrector evaluating at the next
+    sigma; no corrector after a step to 0."""
+    from ..acestep_models.schedulers import NUM_TRAIN_TIMESTEPS, Schedule
+
+    steps = len(sigmas) - 1
+    if kind == "heun":
+        calls = 2 * steps - (1 if sigmas[-1] == 0 else 0)
+        per_call = torch.cat([sigmas[:1], sigmas[1:].repeat_interleave(2)])
+    else:
+        calls, per_call = steps, sigmas
+    return Schedule(kind, per_call[:calls] * NUM_TRAIN_TIMESTEPS, per_call, steps, float(sigmas[0]))
+
+
+def _pingpong_generator(x: torch.Tensor, seed, dtype: torch.dtype) -> torch.Generator:
+    """The official PingPong draws its fresh noise from the first batch item's generator, after that generator drew
+    the item's starting noise (``sampler.batch_noise``): the same seed and draw here continue the same stream."""
+    g = torch.Generator(device=x.device).manual_seed(int(seed or 0))
+    torch.randn((1, *x.shape[1:]), generator=g, device=x.device, dtype=dtype)
+    return g
+
+
+@torch.no_grad()
+def sample_official(model, x, sigmas, extra_args=None, callback=None, disable=None, kind="euler", omega=10.0):
+    """The official Euler / Heun / PingPong step rules (``acestep_models.schedulers.Stepper``, with the omega mean
+    shift) as a k-diffusion style sampler for ``comfy.samplers.KSAMPLER``.
+
+    ``model``: ComfyUI's inpaint wrapper around the guider (``KSamplerX0Inpaint``, which also holds the unscaled
+    noise and the latent). Under ACE-Step Guider without a denoise mask the guided velocity comes straight from the
+    guider and the latents live in the DiT's dtype between steps, as official; otherwise the velocity is
+    ``(x - x0) / sigma`` from the x0 prediction (ComfyUI's flow models), equal to rounding."""
+    from ..acestep_models.schedulers import Stepper
+
+    extra_args = {} if extra_args is None else extra_args
+    guider = getattr(model, "inner_model", None)
+    direct = getattr(guider, "acestep_velocity", None)
+    if extra_args.get("denoise_mask") is not None:
+        direct = None  # ComfyUI's wrapper blends the source in around the guider
+    s_in = x.new_ones([x.shape[0]])
+    noise, latent = getattr(model, "noise", None), getattr(model, "latent_image", None)
+    if noise is not None and latent is not None and torch.count_nonzero(latent) == 0:
+        # Official text2music starts from the noise itself whatever the first sigma; ComfyUI scaled it by that
+        # sigma, which differs only for schedules starting below 1 (oss_steps).
+        x = noise
+
+    def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        if direct is not None:
+            return direct(x, sigma)
+        x0 = model(x, sigma * s_in, **extra_args)
+        return (x - x0) / sigma
+
+    schedule = _stepper_schedule(kind, sigmas)
+    stepper = Stepper(schedule, omega)
+    stepper.index = 0
+    generator = None
+    if kind == "pingpong":
+        dtype = getattr(guider, "acestep_dtype", torch.float32) if direct is not None else torch.float32
+        generator = _pingpong_generator(x, extra_args.get("seed"), dtype)
+    for k in trange(len(sigmas) - 1, disable=disable):
+        sigma, sigma_next = sigmas[k], sigmas[k + 1]
+        v = velocity(x, sigma)
+        if callback is not None:
+            callback({"x": x, "i": k, "sigma": sigma, "sigma_hat": sigma, "denoised": x - sigma * v})
+        x = stepper.step(v, schedule.timesteps[stepper.index], x.to(v.dtype), generator)
+        if kind == "heun" and sigma_next != 0:  # the corrector, at the predicted point
+            v = velocity(x, sigma_next)
+            x = stepper.step(v, schedule.timesteps[stepper.index], x, generator)
+    return x
+
+
+class AceStepSamplerSelect(io.ComfyNode):
+    TITLE = "ACE-Step Sampler Select"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepSamplerSelect",
+            display_name=cls.TITLE,
+            category=CATEGORY,
+            description="The official ACE-Step step rules (Euler and Heun with the omega mean shift, PingPong) as a "
+            "SAMPLER for SamplerCustomAdvanced or SamplerCustom.",
+            inputs=[
+                io.Combo.Input(
+                    "sampler",
+                    options=STEPPERS,
+                    default="euler",
+                    tooltip="euler: official default. heun: two DiT calls per step (but the last). pingpong: "
+                    "predicts the clean latent and re-noises it each step with fresh noise from the seed.",
+                ),
+                io.Float.Input(
+                    "omega_scale",
+                    default=10.0,
+                    min=-100.0,
+                    max=100.0,
+                    step=0.1,
+                    tooltip="Official omega: scales each step's deviation from its mean by 0.9..1.1 (10: about "
+                    "1.046). Euler and Heun only.",
+                ),
+            ],
+            outputs=[io.Sampler.Output(display_name="sampler", tooltip="For SamplerCustomAdvanced.")],
+        )
+
+    @classmethod
+    def execute(cls, sampler: str, omega_scale: float) -> io.NodeOutput:
+        if sampler not in STEPPERS:
+            raise node_error(cls.TITLE, "unknown step rule", f"Use one of {STEPPERS}.", "sampler", sampler)
+        return io.NodeOutput(
+            comfy.samplers.KSAMPLER(sample_official, extra_options={"kind": sampler, "omega": omega_scale})
+        )
+
+
+# --- the schedule ----------------------------------------------------------------------------------------------------
+
+
+class AceStepScheduler(io.ComfyNode):
+    TITLE = "ACE-Step Scheduler"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepScheduler",
+            display_name=cls.TITLE,
+            category=CATEGORY,
+            description="The official ACE-Step flow-matching schedule (shift 3, applied twice as the official "
+            "schedulers do) as SIGMAS: steps + 1 values from 1 down to 0. Euler, Heun and PingPong share it; Heun "
+            "makes two DiT calls per step.",
+            inputs=[
+                io.Int.Input(
+                    "steps", default=60, min=1, max=1000, tooltip="Number of steps (official infer_step, 60)."
+                ),
+                io.Float.Input(
+                    "denoise",
+                    default=1.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Below 1: start part-way, with the official audio2audio schedule (denoise = 1 - "
+                    "ref_audio_strength): int(denoise x steps) steps. ComfyUI noises the latent to the first sigma; "
+                    "the official audio2audio noises it less (ACE-Step Sampler's reference input does that).",
+                ),
+                advanced(
+                    io.String.Input(
+                        "oss_steps",
+                        default="",
+                        tooltip="Official oss_steps: pick these steps (e.g. '16, 29, 52, 60') of a schedule as long "
+                        "as the largest; replaces steps.",
+                    )
+                ),
+                DiT.Input(
+                    "dit",
+                    optional=True,
+                    tooltip="With oss_steps the official code rounds the picked timesteps to the DiT's precision: "
+                    "connect the DiT to do the same (unconnected: float32).",
+                ),
+            ],
+            outputs=[io.Sigmas.Output(display_name="sigmas", tooltip="float32 [steps + 1], ending in 0.")],
+        )
+
+    @classmethod
+    def execute(cls, steps: int, denoise: float, oss_steps: str = "", dit=None) -> io.NodeOutput:
+        from ..acestep_models.schedulers import make_schedule, oss_schedule
+
+        oss = parse_oss_steps(cls.TITLE, oss_steps)
+        infer_steps = max(oss) if oss else steps
+        if denoise < 1.0:  # official audio2audio: sigma_max = 1 - ref_audio_strength (oss_steps then unused)
+            count = int(denoise * infer_steps)
+            if count == 0:  # no step: SamplerCustomAdvanced returns the latent unchanged
+                return io.NodeOutput(torch.zeros(0))
+            schedule = make_schedule("euler", count, sigma_max=denoise)
+        elif oss:
+            dtype = dit.dtype if dit is not None else torch.float32
+            schedule = oss_schedule("euler", oss, dtype=dtype)
+        else:
+            schedule = make_schedule("euler", steps)
+        return io.NodeOutput(schedule.sigmas.cpu())
+
+
+# --- the noise -------------------------------------------------------------------------------------------------------
+
+
+class OfficialNoise:
+    """ComfyUI's NOISE protocol (``seed``, ``generate_noise(latent)``) with ACE-Step Sampler's official draws: one
+    generator per batch item seeded seed, seed + 1, ... on ``device`` (the official ``manual_seeds``), standard
+    normal ``[1, 8, 16, T]`` each in ``dtype`` (``sampler.batch_noise``); returned float32 on the CPU, as ComfyUI's
+    noise is."""
+
+    def __init__(self, seed: int, device: torch.device, dtype: torch.dtype):
+        # ``seed`` is the first item's (SamplerCustomAdvanced hands it to the sampler: PingPong continues its stream)
+        self.seed, self.device, self.dtype = seed, device, dtype
+
+    def generate_noise(self, input_latent: dict) -> torch.Tensor:
+        from ..acestep_models.sampler import batch_noise
+
+        samples = input_latent["samples"]
+        generators = make_generators(AceStepNoise.TITLE, "official", self.seed, samples.shape[0], self.device)
+        return batch_noise(samples.shape, generators, self.device, self.dtype).to("cpu", torch.float32)
+
+
+class AceStepNoise(io.ComfyNode):
+    TITLE = "ACE-Step Noise"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepNoise",
+            display_name=cls.TITLE,
+            category=CATEGORY,
+            description="The official ACE-Step starting noise (as ACE-Step Sampler draws it: one generator per song, "
+            "seeds seed, seed + 1, ...): with it SamplerCustomAdvanced reproduces the official pipeline exactly.",
+            inputs=[
+                io.Int.Input(
+                    "noise_seed",
+                    default=0,
+                    min=0,
+                    max=MAX_SEED,
+                    control_after_generate=True,
+                    tooltip="The noise seed (official manual_seeds; batch item i uses seed + i).",
+                ),
+                DiT.Input(
+                    "dit",
+                    optional=True,
+                    tooltip="Draw on the DiT's device and in its precision, as the official pipeline and ACE-Step "
+                    "Sampler do (GPU and CPU give different songs). Unconnected: float32 on ComfyUI's device.",
+                ),
+            ],
+            outputs=[io.Noise.Output(display_name="noise", tooltip="For SamplerCustomAdvanced.")],
+        )
+
+    @classmethod
+    def execute(cls, noise_seed: int, dit=None) -> io.NodeOutput:
+        device = dit.device if dit is not None else mm.get_torch_device()
+        dtype = dit.dtype if dit is not None else torch.float32
+        return io.NodeOutput(OfficialNoise(noise_seed, device, dtype))
+
+
+NODES = [AceStepGuider, AceStepSamplerSelect, AceStepScheduler, AceStepNoise]

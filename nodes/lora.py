@@ -1,0 +1,111 @@
+"""LoRAs on the DiT through ComfyUI's weight patching: ``ModelPatcher.clone()`` + ``add_patches``, so LoRAs stack,
+the base weights are loaded once and never reloaded, and ComfyUI merges (or, with ``--lowvram``, applies per layer)
+and removes the patches as models come and go.
+
+The LoRA file is read by ``acestep_models.lora.load_lora`` (the official PEFT format and the others it accepts,
+with the official scale semantics); its patches become ComfyUI's own LoRA adapters, so the patched weight is
+``W + strength * scale * up @ down`` as the official pipeline merges it at ``lora_weight = strength``.
+"""
+
+from __future__ import annotations
+
+import folder_paths
+from comfy_api.latest import io
+
+from .common import CATEGORY, WEIGHT_SUFFIX, AceStepDiT, DiT, explained, node_error
+
+LORA_FOLDER = "loras"  # ComfyUI's own LoRA folder (models/loras/)
+
+
+def lora_choices() -> list[str]:
+    return [n for n in folder_paths.get_filename_list(LORA_FOLDER) if n.lower().endswith(WEIGHT_SUFFIX)]
+
+
+def comfy_patches(node: str, lora, model) -> dict:
+    """{DiT weight key: ComfyUI LoRA adapter} at strength 1, checked against the DiT's weights.
+
+    ComfyUI's adapter adds ``strength * alpha / rank * up @ down``: ``alpha = scale * rank`` makes that the engine's
+    ``strength * scale * up @ down`` (``acestep_models.lora.lora_patches``)."""
+    from comfy.weight_adapter.lora import LoRAAdapter
+
+    from ..acestep_models.lora import lora_patches
+
+    params = dict(model.named_parameters())
+    patches, problems = {}, []
+    for key, (up, down, scale) in lora_patches(lora, 1.0).items():
+        weight = params.get(key)
+        if weight is None:
+            problems.append(f"{key} is not in this DiT")
+        elif weight.shape[0] != up.shape[0] or weight[0].numel() != down[0].numel():
+            problems.append(
+                f"{key} is {tuple(weight.shape)}, the LoRA makes {(up.shape[0], *down.shape[1:])}"
+            )
+        else:
+            rank = down.shape[0]
+            patches[key] = LoRAAdapter(set(), (up, down, scale * rank, None, None, None))
+    if problems:
+        raise node_error(
+            node,
+            f"the LoRA does not fit this DiT (made for another model or size?): {'; '.join(problems[:3])}",
+            "Use an ACE-Step v1 3.5B LoRA.",
+            "lora_name",
+            lora.name,
+        )
+    return patches
+
+
+class AceStepLoraLoader(io.ComfyNode):
+    TITLE = "ACE-Step Load LoRA"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepLoraLoader",
+            display_name=cls.TITLE,
+            category=CATEGORY,
+            description="Applies an ACE-Step LoRA (e.g. the official Chinese rap LoRA) to the DiT at a strength, "
+            "through ComfyUI's patching: LoRAs stack, and the base model is not reloaded.",
+            inputs=[
+                DiT.Input("dit", tooltip="The DiT (or one with LoRAs already applied)."),
+                io.Combo.Input(
+                    "lora_name",
+                    options=lora_choices(),
+                    tooltip="A LoRA in ComfyUI's models/loras/: an official LoRA folder's "
+                    "pytorch_lora_weights.safetensors, or a single .safetensors file.",
+                ),
+                io.Float.Input(
+                    "strength",
+                    default=1.0,
+                    min=-10.0,
+                    max=10.0,
+                    step=0.01,
+                    tooltip="The LoRA's weight (official lora_weight, default 1; 0 = no effect).",
+                ),
+            ],
+            outputs=[DiT.Output(display_name="dit", tooltip="The DiT with the LoRA patched in.")],
+        )
+
+    @classmethod
+    def execute(cls, dit, lora_name: str, strength: float) -> io.NodeOutput:
+        from ..acestep_models.lora import load_lora
+
+        path = folder_paths.get_full_path(LORA_FOLDER, lora_name)
+        if path is None:
+            raise node_error(
+                cls.TITLE,
+                "no such LoRA file",
+                "Put it in ComfyUI's models/loras/ and refresh the node list (R), then pick it.",
+                "lora_name",
+                lora_name,
+            )
+        with explained(cls.TITLE, "lora_name", lora_name, "Use an ACE-Step v1 LoRA (.safetensors)."):
+            lora = load_lora(path)
+        patches = comfy_patches(cls.TITLE, lora, dit.model)
+        patched = dit.patcher.clone()
+        patched.add_patches(patches, strength_patch=strength)
+        return io.NodeOutput(
+            AceStepDiT(patched, f"{dit.source} + LoRA {lora_name} at {strength:g}", dit.dtype)
+        )
+
+
+NODES = [AceStepLoraLoader]

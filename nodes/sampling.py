@@ -1,0 +1,683 @@
+"""Sampling: the official ACE-Step diffusion loop as two nodes.
+
+``ACE-Step Sampler`` runs text2music and, from what is connected, the official tasks built on it: a MASK makes it
+repaint the masked frames of the latent (all ones: a retake, the official "vary the whole song"; zero frames padded on
+by ACE-Step Extend Latent: an extend), a reference latent makes it audio2audio. ``ACE-Step Edit`` is the official
+flow-edit: it moves a song from its own prompt/lyrics towards target ones.
+
+Both do exactly what ``acestep_models.pipeline.generate`` does with the same settings (the official pipeline), on
+the DiT ComfyUI's model manager loaded (``--cpu``, ``--lowvram`` and LoRA patches included), with ComfyUI's progress
+bar, a latent preview per step (when ComfyUI runs with ``--preview-method``) and its Cancel button.
+"""
+
+from __future__ import annotations
+
+import math
+
+import comfy.model_management as mm
+import comfy.utils
+import torch
+from comfy_api.latest import io
+
+from .common import CATEGORY, DiT, advanced, check_latent, explained, node_error
+from .conditioning import AceStepConditioning, check_conditioning, fit_to_dit
+
+SCHEDULERS = ["euler", "heun", "pingpong"]  # official scheduler_type
+CFG_TYPES = ["apg", "cfg", "cfg_star"]  # official cfg_type
+NOISE_MODES = ["official", "comfy"]
+MAX_SEED = 0xFFFFFFFFFFFFFFFF  # torch.Generator.manual_seed's range (ComfyUI's seed widgets use the same)
+MAX_STEPS = 1000  # the schedulers' num_train_timesteps
+# preview image width range in pixels (latent frames are stretched or averaged to fit)
+PREVIEW_WIDTH = (256, 512)
+
+NOISE_TOOLTIP = (
+    "official: one generator per batch item (seed, seed+1, ...) on the DiT's device, exactly as the official "
+    "pipeline on that device (GPU and CPU give different songs). comfy: ComfyUI's noise (comfy.sample.prepare_noise): "
+    "one CPU generator for the whole batch, the same noise on any device."
+)
+
+
+# --- inputs -------------------------------------------------------------------------------------------------------
+
+
+def seed_input(name: str, tooltip: str) -> io.Input:
+    return io.Int.Input(name, default=0, min=0, max=MAX_SEED, control_after_generate=True, tooltip=tooltip)
+
+
+def steps_input() -> io.Input:
+    return io.Int.Input(
+        "steps", default=60, min=1, max=MAX_STEPS, tooltip="Sampling steps (official infer_step, default 60)."
+    )
+
+
+def guidance_input() -> io.Input:
+    return io.Float.Input(
+        "guidance_scale",
+        default=15.0,
+        min=0.0,
+        max=200.0,
+        step=0.1,
+        tooltip="Classifier-free guidance scale (official default 15; 0 or 1 turns guidance off).",
+    )
+
+
+def noise_input() -> io.Input:
+    return advanced(
+        io.Combo.Input("noise_mode", options=NOISE_MODES, default="official", tooltip=NOISE_TOOLTIP)
+    )
+
+
+def parse_oss_steps(node: str, text: str) -> list[int]:
+    """Official ``oss_steps``: "16, 29, 52" -> [16, 29, 52] (empty: the regular schedule)."""
+    parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
+    try:
+        steps = [int(p) for p in parts]
+    except ValueError:
+        raise node_error(
+            node,
+            "cannot read the step numbers",
+            "Write whole numbers separated by commas, e.g. 16, 29, 52.",
+            "oss_steps",
+            text,
+        ) from None
+    bad = [s for s in steps if not 1 <= s <= MAX_STEPS]
+    if bad:
+        raise node_error(
+            node,
+            f"step {bad[0]} is outside 1..{MAX_STEPS}",
+            "Use step numbers from 1 to 1000.",
+            "oss_steps",
+            text,
+        )
+    return steps
+
+
+# --- noise --------------------------------------------------------------------------------------------------------
+
+
+def make_generators(
+    node: str, mode: str, seed: int, batch: int, device: torch.device
+) -> list[torch.Generator]:
+    """``official``: one generator per batch item seeded seed, seed+1, ... on ``device`` (the official pipeline with
+    ``manual_seeds=[seed, seed+1, ...]``); ``comfy``: one CPU generator seeded ``seed`` drawing the whole batch in
+    one stream, which is ``comfy.sample.prepare_noise(latent, seed)``."""
+    if mode == "comfy":
+        generator = torch.Generator("cpu").manual_seed(seed)
+        return [generator] * batch  # the engine draws item after item from it: one stream, as one batch draw
+    if mode != "official":
+        raise node_error(
+            node, "unknown noise mode", f"Use one of {', '.join(NOISE_MODES)}.", "noise_mode", mode
+        )
+    return [torch.Generator(device).manual_seed((seed + i) % (MAX_SEED + 1)) for i in range(batch)]
+
+
+def check_noise_device(node: str, mode: str, scheduler: str, device: torch.device) -> None:
+    # PingPong draws fresh noise every step on the DiT's device, from the first item's generator.
+    if mode == "comfy" and scheduler == "pingpong" and device.type != "cpu":
+        raise node_error(
+            node,
+            f"noise_mode 'comfy' draws on the CPU, but the pingpong scheduler draws noise every step on {device}",
+            "Use noise_mode 'official' with pingpong (or the euler/heun scheduler).",
+            "noise_mode",
+            mode,
+        )
+
+
+# --- masks --------------------------------------------------------------------------------------------------------
+
+
+def frame_mask(node: str, mask, batch: int, frames: int) -> torch.Tensor:
+    """ComfyUI MASK [B or 1, H, T] (e.g. ACE-Step Mask from Seconds: H = 16) -> latent-time mask [T] or [B, T]: a
+    frame is regenerated as much as its most-marked row."""
+    if not isinstance(mask, torch.Tensor):
+        raise node_error(
+            node,
+            "this is not a MASK",
+            "Connect a MASK (e.g. ACE-Step Mask from Seconds).",
+            "mask",
+            type(mask).__name__,
+        )
+    if mask.ndim == 2:
+        mask = mask[None]
+    if mask.ndim != 3 or mask.numel() == 0:
+        raise node_error(
+            node, f"the mask has shape {list(mask.shape)}, not [batch, rows, frames]", "", "mask", "MASK"
+        )
+    if mask.shape[-1] != frames:
+        longer = "longer" if mask.shape[-1] > frames else "shorter"
+        raise node_error(
+            node,
+            f"the mask is {longer} than the latent: {mask.shape[-1]} frames for a latent of {frames}",
+            "Make the mask from the same latent (ACE-Step Mask from Seconds, or the mask of ACE-Step Extend Latent).",
+            "mask",
+            f"MASK {list(mask.shape)}",
+        )
+    if mask.shape[0] not in (1, batch):
+        raise node_error(
+            node,
+            f"the mask has {mask.shape[0]} items for a batch of {batch}",
+            "Give one mask, or one per batch item.",
+            "mask",
+            f"MASK {list(mask.shape)}",
+        )
+    mask = mask.float().cpu()
+    if not torch.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
+        raise node_error(node, "mask values must lie in [0, 1]", "", "mask", "MASK")
+    per_frame = mask.amax(dim=1)
+    return per_frame[0] if per_frame.shape[0] == 1 else per_frame
+
+
+def _run_length(ones: torch.Tensor) -> int:
+    return int(torch.cumprod(ones.int(), 0).sum())
+
+
+def extension(per_frame: torch.Tensor, samples: torch.Tensor) -> tuple[int, int] | None:
+    """(frames added before, after) when the mask marks exactly zero frames padded around a song (as ACE-Step
+    Extend Latent makes them), else None (a repaint)."""
+    if per_frame.ndim == 2:
+        if not (per_frame == per_frame[:1]).all():
+            return None
+        per_frame = per_frame[0]
+    if not ((per_frame == 0) | (per_frame == 1)).all():
+        return None  # soft edges: a repaint over the padded latent
+    ones = per_frame == 1
+    frames = len(ones)
+    left, right = _run_length(ones), _run_length(ones.flip(0))
+    if left + right == 0 or left + right >= frames or ones[left : frames - right].any():
+        return None
+    added = torch.cat([samples[..., :left], samples[..., frames - right :]], dim=-1)
+    if added.any() or not samples[..., left : frames - right].any():
+        return None  # song material under the mask (or no song at all): a repaint
+    return left, right
+
+
+# --- ComfyUI's side of a run: progress, preview, cancel -----------------------------------------------------------
+
+
+def previews_enabled() -> bool:
+    from comfy.cli_args import LatentPreviewMethod, args
+
+    return args.preview_method != LatentPreviewMethod.NoPreviews
+
+
+def latent_image(x: torch.Tensor):
+    """A latent [8, 16, T] drawn as an RGB image: the 8 channels stacked as bands of 16 rows (low frequencies at the
+    bottom of each), positive values orange, negative blue."""
+    from PIL import Image
+
+    x = x.detach().float().cpu().flip(1).reshape(-1, x.shape[-1])  # [128, T]
+    frames = x.shape[-1]
+    if frames > PREVIEW_WIDTH[1]:
+        x = torch.nn.functional.adaptive_avg_pool1d(x[None], PREVIEW_WIDTH[1])[0]
+    elif frames < PREVIEW_WIDTH[0]:
+        x = x.repeat_interleave(math.ceil(PREVIEW_WIDTH[0] / frames), dim=-1)
+    a = torch.tanh(x / 2)[..., None]  # latents are ~N(0, 1)
+    dark = torch.tensor([0.08, 0.08, 0.1])
+    rgb = (
+        dark
+        + a.clamp(min=0) * torch.tensor([0.92, 0.52, 0.0])
+        - a.clamp(max=0) * torch.tensor([0.12, 0.42, 0.9])
+    )
+    return Image.fromarray((rgb.clamp(0, 1) * 255).to(torch.uint8).numpy(), "RGB")
+
+
+class Live:
+    """ComfyUI's progress bar with a preview of the latent the DiT last saw, and its Cancel button, hooked onto the
+    engine's ``progress(step, total)`` and ``interrupt()`` callbacks."""
+
+    def __init__(self, dit_model: torch.nn.Module, steps: int):
+        self.model, self.bar = dit_model, comfy.utils.ProgressBar(steps)
+        self.preview = previews_enabled()
+        self.latest: torch.Tensor | None = None
+        self.hook = None
+
+    def __enter__(self) -> Live:
+        if self.preview:  # observe the DiT's latent input (first batch item) without changing anything
+            self.hook = self.model.proj_in.register_forward_pre_hook(self._capture)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.hook is not None:
+            self.hook.remove()
+
+    def _capture(self, module, args) -> None:
+        self.latest = args[0][:1].detach().clone()
+
+    def progress(self, step: int, total: int) -> None:
+        image = None
+        if self.preview and self.latest is not None:
+            from comfy.cli_args import args
+
+            image = ("JPEG", latent_image(self.latest[0]), args.preview_size)
+        self.bar.update_absolute(step, total, image)
+
+    @staticmethod
+    def interrupt() -> bool:
+        """The engine asks before every step; ComfyUI's Cancel raises its own exception, which ends the run."""
+        mm.throw_exception_if_processing_interrupted()
+        return False
+
+
+def load_dit(dit, batch: int, frames: int, passes: int) -> torch.nn.Module:
+    """The DiT on its device, with room for ``passes`` guidance branches of ``batch`` x ``frames``."""
+    width = dit.config.inner_dim
+    need = (
+        batch * passes * frames * width * mm.dtype_size(dit.dtype) * 24
+    )  # a block's activations, generously
+    return dit.load(memory_required=need)
+
+
+def engine_errors(node: str):
+    """The engine's ValueErrors with the node in front (ComfyUI's interruption passes through)."""
+    return explained(node, fix="Check the node's settings.")
+
+
+def as_latent(samples: torch.Tensor) -> dict:
+    return {"samples": samples.float().to(mm.intermediate_device()), "type": "audio"}
+
+
+# --- nodes --------------------------------------------------------------------------------------------------------
+
+
+class AceStepSampler(io.ComfyNode):
+    TITLE = "ACE-Step Sampler"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepSampler",
+            display_name=cls.TITLE,
+            category=CATEGORY,
+            description="The official ACE-Step sampler. text2music from an empty latent; with a mask: repaint the "
+            "masked part of the latent (a mask of all ones: retake, a variation of the whole song; the mask of "
+            "ACE-Step Extend Latent: extend); with a reference latent: audio2audio.",
+            inputs=[
+                DiT.Input(
+                    "dit", tooltip="The DiT (ACE-Step Load DiT or Load Checkpoint, optionally with LoRAs)."
+                ),
+                AceStepConditioning.Input("conditioning", tooltip="From ACE-Step Encode Prompt & Lyrics."),
+                io.Latent.Input(
+                    "latent",
+                    tooltip="Sets the length and batch size (an empty latent: text2music). With a mask connected, the "
+                    "song to repaint or extend.",
+                ),
+                seed_input("seed", "The noise seed (official manual_seeds; batch item i uses seed + i)."),
+                steps_input(),
+                io.Combo.Input(
+                    "scheduler", options=SCHEDULERS, default="euler", tooltip="Official scheduler_type."
+                ),
+                io.Combo.Input(
+                    "cfg_type",
+                    options=CFG_TYPES,
+                    default="apg",
+                    tooltip="Guidance: apg (official default, adaptive projected), cfg, or cfg_star (CFG-zero*).",
+                ),
+                guidance_input(),
+                io.Float.Input(
+                    "omega_scale",
+                    default=10.0,
+                    min=-100.0,
+                    max=100.0,
+                    step=0.1,
+                    tooltip="Granularity scale (official omega_scale, default 10): higher values sharpen details.",
+                ),
+                io.Float.Input(
+                    "retake_variance",
+                    default=0.5,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="With a mask: how far the masked part may move from the original (official retake "
+                    "variance; the official app uses 0.2 for retake and repaint, 1.0 for extend).",
+                ),
+                seed_input("retake_seed", "With a mask: the seed of the variation (official retake_seeds)."),
+                io.Float.Input(
+                    "reference_strength",
+                    default=0.5,
+                    min=0.0,
+                    max=0.99,
+                    step=0.01,
+                    tooltip="With a reference latent: how much of the reference is kept (official ref_audio_strength).",
+                ),
+                io.Mask.Input(
+                    "mask",
+                    optional=True,
+                    tooltip="1 = regenerate (ACE-Step Mask from Seconds / Extend Latent): repaint, retake or extend.",
+                ),
+                io.Latent.Input(
+                    "reference",
+                    optional=True,
+                    tooltip="audio2audio: the song to start from (ACE-Step Audio to Latent); it sets the length.",
+                ),
+                advanced(
+                    io.Float.Input(
+                        "guidance_interval",
+                        default=0.5,
+                        min=0.0,
+                        max=1.0,
+                        step=0.01,
+                        tooltip="Share of the steps, centred on the middle, that use guidance (official 0.5).",
+                    )
+                ),
+                advanced(
+                    io.Float.Input(
+                        "guidance_interval_decay",
+                        default=0.0,
+                        min=0.0,
+                        max=1.0,
+                        step=0.01,
+                        tooltip="Lowers the guidance scale linearly across the interval towards min_guidance_scale.",
+                    )
+                ),
+                advanced(
+                    io.Float.Input(
+                        "min_guidance_scale",
+                        default=3.0,
+                        min=0.0,
+                        max=200.0,
+                        step=0.1,
+                        tooltip="Where the interval decay ends (official 3).",
+                    )
+                ),
+                advanced(
+                    io.Boolean.Input(
+                        "use_erg_lyric",
+                        default=True,
+                        tooltip="Official ERG on the lyrics for the unconditional branch (the official app's UI "
+                        "turns it off; its pipeline default is on).",
+                    )
+                ),
+                advanced(
+                    io.Boolean.Input(
+                        "use_erg_diffusion",
+                        default=True,
+                        tooltip="Official ERG in the DiT's unconditional pass.",
+                    )
+                ),
+                advanced(
+                    io.Float.Input(
+                        "guidance_scale_text",
+                        default=0.0,
+                        min=0.0,
+                        max=200.0,
+                        step=0.1,
+                        tooltip="With guidance_scale_lyric, both above 1: separate text and lyric guidance.",
+                    )
+                ),
+                advanced(
+                    io.Float.Input(
+                        "guidance_scale_lyric",
+                        default=0.0,
+                        min=0.0,
+                        max=200.0,
+                        step=0.1,
+                        tooltip="With guidance_scale_text, both above 1: separate text and lyric guidance.",
+                    )
+                ),
+                advanced(
+                    io.String.Input(
+                        "oss_steps",
+                        default="",
+                        tooltip="Official optimal-step sampling: step numbers such as '16, 29, 52' replace the "
+                        "schedule (empty: off).",
+                    )
+                ),
+                noise_input(),
+            ],
+            outputs=[
+                io.Latent.Output(display_name="latent", tooltip="The song's latent [batch, 8, 16, frames].")
+            ],
+        )
+
+    @classmethod
+    def execute(
+        cls,
+        dit,
+        conditioning,
+        latent: dict,
+        seed: int,
+        steps: int,
+        scheduler: str,
+        cfg_type: str,
+        guidance_scale: float,
+        omega_scale: float,
+        retake_variance: float,
+        retake_seed: int,
+        reference_strength: float,
+        mask=None,
+        reference: dict | None = None,
+        guidance_interval: float = 0.5,
+        guidance_interval_decay: float = 0.0,
+        min_guidance_scale: float = 3.0,
+        use_erg_lyric: bool = True,
+        use_erg_diffusion: bool = True,
+        guidance_scale_text: float = 0.0,
+        guidance_scale_lyric: float = 0.0,
+        oss_steps: str = "",
+        noise_mode: str = "official",
+    ) -> io.NodeOutput:
+        from ..acestep_models import sampler as S
+
+        node = cls.TITLE
+        cond = check_conditioning(node, "conditioning", conditioning)
+        samples = check_latent(node, "latent", latent)
+        batch, frames = samples.shape[0], samples.shape[-1]
+        settings = S.SamplerSettings(
+            infer_step=steps,
+            guidance_scale=guidance_scale,
+            scheduler_type=scheduler,
+            cfg_type=cfg_type,
+            omega_scale=omega_scale,
+            guidance_interval=guidance_interval,
+            guidance_interval_decay=guidance_interval_decay,
+            min_guidance_scale=min_guidance_scale,
+            use_erg_lyric=use_erg_lyric,
+            use_erg_diffusion=use_erg_diffusion,
+            oss_steps=parse_oss_steps(node, oss_steps),
+            guidance_scale_text=guidance_scale_text,
+            guidance_scale_lyric=guidance_scale_lyric,
+        )
+        total = max(settings.oss_steps) if settings.oss_steps else steps
+        task: dict = {}
+        if mask is not None and reference is not None:
+            raise node_error(
+                node,
+                "both a mask and a reference are connected",
+                "Connect a mask to repaint/retake/extend, or a reference for audio2audio, not both.",
+                "reference",
+                "LATENT",
+            )
+        if reference is not None:
+            ref = check_latent(node, "reference", reference)
+            if ref.shape[0] not in (1, batch):
+                raise node_error(
+                    node,
+                    f"the reference has {ref.shape[0]} items for a batch of {batch}",
+                    "Give one reference song, or one per batch item.",
+                    "reference",
+                    "LATENT",
+                )
+            if int((1 - reference_strength) * total) < 1:
+                raise node_error(
+                    node,
+                    f"leaves no sampling step of {total} (int((1 - strength) * steps) = 0)",
+                    "Lower the strength or use more steps.",
+                    "reference_strength",
+                    reference_strength,
+                )
+            task.update(ref_latents=ref, ref_audio_strength=reference_strength)
+        if mask is not None:
+            per_frame = frame_mask(node, mask, batch, frames)
+            retake = bool((per_frame == 1).all())  # official: a retake is a repaint of the whole song
+            if not retake and int(total * (1 - retake_variance)) >= total:
+                raise node_error(
+                    node,
+                    f"regenerates nothing: int({total} steps * (1 - variance)) leaves no step",
+                    "Use a variance above 0 (the official app uses 0.2 for repaint, 1.0 for extend).",
+                    "retake_variance",
+                    retake_variance,
+                )
+            task.update(add_retake_noise=True, retake_variance=retake_variance)
+            added = extension(per_frame, samples)
+            if added is None:
+                task.update(repaint_mask=per_frame, src_latents=samples)
+            else:  # the official extend: the song without its padding, the frames to add as the repaint range
+                left, right = added
+                src = samples[..., left : frames - right]
+                after_left = min(src.shape[-1] + left, S.MAX_FRAMES) if left > 0 else src.shape[-1]
+                task.update(src_latents=src, repaint_start_frame=-left, repaint_end_frame=after_left + right)
+
+        model = load_dit(dit, batch, frames, 3 if guidance_scale not in (0.0, 1.0) else 1)
+        device, dtype = dit.device, dit.dtype
+        check_noise_device(node, noise_mode, scheduler, device)
+        generators = make_generators(node, noise_mode, seed, batch, device)
+        retake_generators = make_generators(node, noise_mode, retake_seed, batch, device)
+        cond = fit_to_dit(node, "conditioning", cond, dit).to(device, dtype)
+        for key in ("src_latents", "ref_latents"):
+            if key in task:
+                task[key] = task[key].to(device, dtype)
+        with engine_errors(node), Live(model, total) as live:
+            out = S.text2music(
+                model,
+                cond,
+                settings,
+                generators,
+                frames=frames,
+                retake_generators=retake_generators,
+                progress=live.progress,
+                interrupt=live.interrupt,
+                **task,
+            )
+        return io.NodeOutput(as_latent(out))
+
+
+class AceStepFlowEdit(io.ComfyNode):
+    TITLE = "ACE-Step Edit"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepFlowEdit",
+            display_name=cls.TITLE,
+            category=CATEGORY,
+            description="The official flow-edit: changes a song (its latent) from what its own prompt and lyrics "
+            "say towards the target prompt and lyrics, keeping the rest. Small lyric changes keep the melody.",
+            inputs=[
+                DiT.Input(
+                    "dit", tooltip="The DiT (ACE-Step Load DiT or Load Checkpoint, optionally with LoRAs)."
+                ),
+                AceStepConditioning.Input(
+                    "conditioning",
+                    tooltip="The song's own prompt and lyrics (ACE-Step Encode Prompt & Lyrics).",
+                ),
+                AceStepConditioning.Input(
+                    "target_conditioning", tooltip="The prompt and lyrics to edit the song towards."
+                ),
+                io.Latent.Input(
+                    "latent",
+                    tooltip="The song to edit (ACE-Step Audio to Latent); a batch of copies gives variations.",
+                ),
+                seed_input(
+                    "seed", "The edit's noise seed (official: the retake seeds; item i uses seed + i)."
+                ),
+                steps_input(),
+                guidance_input(),
+                io.Combo.Input(
+                    "scheduler",
+                    options=SCHEDULERS,
+                    default="euler",
+                    tooltip="Official scheduler_type (the edit itself always steps with Euler; pingpong changes the "
+                    "official edit's behaviour, kept as is).",
+                ),
+                io.Float.Input(
+                    "n_min",
+                    default=0.6,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Share of the steps skipped before editing (official app: 0.6 to change only the lyrics, "
+                    "0.2 to remix).",
+                ),
+                io.Float.Input(
+                    "n_max",
+                    default=1.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Share of the steps after which the target is sampled freely (official app: 1.0 for lyrics, "
+                    "0.4 to remix).",
+                ),
+                io.Int.Input(
+                    "n_avg",
+                    default=1,
+                    min=1,
+                    max=64,
+                    tooltip="Noise draws averaged per edit step (official 1).",
+                ),
+                noise_input(),
+            ],
+            outputs=[io.Latent.Output(display_name="latent", tooltip="The edited song's latent.")],
+        )
+
+    @classmethod
+    def execute(
+        cls,
+        dit,
+        conditioning,
+        target_conditioning,
+        latent: dict,
+        seed: int,
+        steps: int,
+        guidance_scale: float,
+        scheduler: str,
+        n_min: float,
+        n_max: float,
+        n_avg: int,
+        noise_mode: str = "official",
+    ) -> io.NodeOutput:
+        from ..acestep_models import sampler as S
+
+        node = cls.TITLE
+        src_cond = check_conditioning(node, "conditioning", conditioning)
+        tar_cond = check_conditioning(node, "target_conditioning", target_conditioning)
+        samples = check_latent(node, "latent", latent)
+        batch, frames = samples.shape[0], samples.shape[-1]
+        if n_min > n_max:
+            raise node_error(
+                node, f"n_min is above n_max = {n_max:g}", "Give n_min <= n_max.", "n_min", n_min
+            )
+        if batch > 1 and not (samples == samples[:1]).all():
+            raise node_error(
+                node,
+                f"the latent holds {batch} different songs; the edit takes one song",
+                "Edit one song (a batch of copies, e.g. from Repeat Latent Batch, gives variations).",
+                "latent",
+                "LATENT",
+            )
+        model = load_dit(dit, batch, frames, 4 * n_avg)
+        device, dtype = dit.device, dit.dtype
+        check_noise_device(node, noise_mode, scheduler, device)
+        generators = make_generators(node, noise_mode, seed, batch, device)
+        src_cond = fit_to_dit(node, "conditioning", src_cond, dit).to(device, dtype)
+        tar_cond = fit_to_dit(node, "target_conditioning", tar_cond, dit).to(device, dtype)
+        total = steps - int(steps * n_min)
+        with engine_errors(node), Live(model, max(total, 1)) as live:
+            out = S.flow_edit(
+                model,
+                src_cond,
+                tar_cond,
+                samples[:1].to(device, dtype),
+                generators,
+                infer_steps=steps,
+                guidance_scale=guidance_scale,
+                n_min=n_min,
+                n_max=n_max,
+                n_avg=n_avg,
+                scheduler_type=scheduler,
+                progress=live.progress,
+                interrupt=live.interrupt,
+            )
+        return io.NodeOutput(as_latent(out))
+
+
+NODES = [AceStepSampler, AceStepFlowEdit]

@@ -1,0 +1,500 @@
+"""The sampling nodes in a real ComfyUI: they make what ``python -m acestep_models generate`` makes with the same
+settings and seed (the official pipeline), report progress with a preview once per step over the websocket, stop
+on Cancel, patch LoRAs as ComfyUI does, and say which input was wrong.
+
+Also, in a plain process with ComfyUI importable (as ComfyUI imports the pack): the LoRA node's patched weights
+equal the engine's merged ones, and the "comfy" noise mode is ComfyUI's ``comfy.sample.prepare_noise``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from e2e.workflow_specs import run_with
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMPT = "pop, synth, drums, 120 BPM"
+LYRICS = "[verse]\nLights on the river\n[chorus]\nSing it out loud"
+TARGET_LYRICS = "[verse]\nLights on the water\n[chorus]\nSing it out loud"
+SEED, RETAKE_SEED, STEPS = 7, 11, 4
+
+
+# --- building blocks -------------------------------------------------------------------------------------------------
+
+
+def song_nodes(comfy, sampler: dict, latent: dict | None = None, extra: dict | None = None) -> dict:
+    """Checkpoint (the official folder) -> prompt -> [latent] -> sampler "5" -> decode -> float WAV "7"."""
+    nodes = {
+        "1": {"type": "AceStepCheckpointLoader", "widgets": {"ckpt_name": comfy.models["official"]}},
+        "2": {
+            "type": "AceStepEncodePrompt",
+            "widgets": {"prompt": PROMPT, "lyrics": LYRICS},
+            "inputs": {"text_encoder": ["1", "text_encoder"], "lyric_tokenizer": ["1", "lyric_tokenizer"]},
+        },
+        "3": latent or {"type": "AceStepEmptyLatent", "widgets": {"seconds": 1.0}},
+        "5": sampler,
+        "6": {"type": "AceStepDecodeLatent", "inputs": {"latent": ["5", "latent"], "vae": ["1", "vae"]}},
+        "7": {
+            "type": "AceStepSaveAudio",
+            "widgets": {"filename_prefix": "e2e/sampler", "format": "wav"},
+            "inputs": {"audio": ["6", "audio"]},
+        },
+        **(extra or {}),
+    }
+    return nodes
+
+
+def sampler(widgets: dict | None = None, dit=("1", "dit"), **inputs) -> dict:
+    base = {"seed": SEED, "steps": STEPS, "retake_seed": RETAKE_SEED}
+    return {
+        "type": "AceStepSampler",
+        "widgets": {**base, **(widgets or {})},
+        "inputs": {
+            "dit": list(dit),
+            "conditioning": ["2", "conditioning"],
+            "latent": ["3", "latent"],
+            **inputs,
+        },
+    }
+
+
+TONE = {
+    "10": {"type": "AceStepLoadAudio", "widgets": {"audio": "tone.wav"}},
+    "3": {"type": "AceStepEncodeAudio", "inputs": {"audio": ["10", "audio"], "vae": ["1", "vae"]}},
+}
+
+
+def saved(comfy, run, node: str = "7") -> np.ndarray:
+    (item,) = run.outputs[node]["audio"]
+    audio, rate = soundfile.read(comfy.output / item["subfolder"] / item["filename"], dtype="float32")
+    assert rate == 48000
+    return audio
+
+
+# --- the same as the command line ------------------------------------------------------------------------------------
+
+
+def case(name: str, comfy) -> tuple[dict, dict]:
+    """(ComfyUI nodes, the CLI's official parameters) for the same generation."""
+    tone = str(comfy.base / "input" / "tone.wav")
+    cli = {
+        "prompt": PROMPT,
+        "lyrics": LYRICS,
+        "infer_step": STEPS,
+        "manual_seeds": SEED,
+        "retake_seeds": RETAKE_SEED,
+    }
+    if name == "text2music":
+        return song_nodes(comfy, sampler()), {**cli, "audio_duration": 1.0}
+    if name == "heun_cfg_star":
+        knobs = {"guidance_interval": 1.0, "guidance_interval_decay": 0.5, "omega_scale": 5.0}
+        official = {"scheduler_type": "heun", "cfg_type": "cfg_star", "use_erg_lyric": False, **knobs}
+        widgets = {"scheduler": "heun", "cfg_type": "cfg_star", "use_erg_lyric": False, **knobs}
+        return song_nodes(comfy, sampler(widgets)), {**cli, **official, "audio_duration": 1.0}
+    if name == "pingpong_text_lyric_oss":
+        knobs = {"guidance_scale_text": 5.0, "guidance_scale_lyric": 2.0, "use_erg_diffusion": False}
+        widgets = {"scheduler": "pingpong", "oss_steps": "2, 4, 6", **knobs}
+        official = {"scheduler_type": "pingpong", "oss_steps": "2, 4, 6", **knobs}
+        return song_nodes(comfy, sampler(widgets)), {**cli, **official, "audio_duration": 1.0}
+    if name == "retake":
+        mask = {
+            "4": {
+                "type": "AceStepMaskFromSeconds",
+                "widgets": {"ranges": "0-end"},
+                "inputs": {"latent": ["3", "latent"]},
+            }
+        }
+        nodes = song_nodes(comfy, sampler({"retake_variance": 0.2}, mask=["4", "mask"]), extra=mask)
+        return nodes, {**cli, "task": "retake", "retake_variance": 0.2, "audio_duration": 1.0}
+    if name == "repaint":
+        mask = {
+            "4": {
+                "type": "AceStepMaskFromSeconds",
+                "widgets": {"ranges": "1-2"},
+                "inputs": {"latent": ["3", "latent"]},
+            }
+        }
+        nodes = song_nodes(comfy, sampler(mask=["4", "mask"]), TONE["3"], {**TONE, **mask})
+        official = {"task": "repaint", "src_audio_path": tone, "repaint_start": 1.0, "repaint_end": 2.0}
+        return nodes, {**cli, **official}
+    if name == "extend":
+        pad = {
+            "4": {
+                "type": "AceStepExtendLatent",
+                "widgets": {"left_seconds": 0.0, "right_seconds": 1.0},
+                "inputs": {"latent": ["11", "latent"]},
+            },
+            "10": TONE["10"],
+            "11": {"type": "AceStepEncodeAudio", "inputs": {"audio": ["10", "audio"], "vae": ["1", "vae"]}},
+        }
+        node = sampler({"retake_variance": 1.0}, mask=["4", "mask"])
+        node["inputs"]["latent"] = ["4", "latent"]
+        nodes = song_nodes(comfy, node, pad["11"], pad)
+        del nodes["3"]
+        # tone.wav is 33 latent frames: repaint_end 4 s = frame 43, 10 frames more (1 s)
+        official = {"task": "extend", "src_audio_path": tone, "repaint_start": 0.0, "repaint_end": 4.0}
+        return nodes, {**cli, **official, "retake_variance": 1.0}
+    if name == "audio2audio":
+        nodes = song_nodes(
+            comfy, sampler({"reference_strength": 0.6}, reference=["3", "latent"]), TONE["3"], TONE
+        )
+        official = {"audio2audio_enable": True, "ref_audio_input": tone, "ref_audio_strength": 0.6}
+        return nodes, {**cli, **official}
+    if name == "edit":
+        target = {
+            "type": "AceStepEncodePrompt",
+            "widgets": {"prompt": PROMPT + ", piano", "lyrics": TARGET_LYRICS},
+            "inputs": {"text_encoder": ["1", "text_encoder"], "lyric_tokenizer": ["1", "lyric_tokenizer"]},
+        }
+        node = {
+            "type": "AceStepFlowEdit",
+            "widgets": {"seed": RETAKE_SEED, "steps": 5, "n_min": 0.2, "n_max": 0.8, "n_avg": 2},
+            "inputs": {
+                "dit": ["1", "dit"],
+                "conditioning": ["2", "conditioning"],
+                "target_conditioning": ["4", "conditioning"],
+                "latent": ["3", "latent"],
+            },
+        }
+        nodes = song_nodes(comfy, node, TONE["3"], {**TONE, "4": target})
+        official = {
+            "task": "edit",
+            "src_audio_path": tone,
+            "infer_step": 5,
+            "edit_target_prompt": PROMPT + ", piano",
+            "edit_target_lyrics": TARGET_LYRICS,
+            "edit_n_min": 0.2,
+            "edit_n_max": 0.8,
+            "edit_n_avg": 2,
+        }
+        return nodes, {**cli, **official}
+    if name == "lora":
+        lora = {
+            "type": "AceStepLoraLoader",
+            "widgets": {"lora_name": lora_option(comfy), "strength": 0.7},
+            "inputs": {"dit": ["1", "dit"]},
+        }
+        nodes = song_nodes(comfy, sampler(dit=("4", "dit")), extra={"4": lora})
+        folder = str((comfy.base / "models" / comfy.models["lora"]).parent)
+        return nodes, {**cli, "audio_duration": 1.0, "lora_name_or_path": folder, "lora_weight": 0.7}
+    raise AssertionError(name)
+
+
+def lora_option(comfy) -> str:
+    return comfy.models["lora"].removeprefix("loras/")
+
+
+@pytest.fixture(scope="module")
+def cli_songs(comfy, lyric_vocab, tmp_path_factory) -> dict[str, np.ndarray]:
+    """Every case through the command line: ``python -m acestep_models generate --params ... --out ...`` with the
+    same checkpoint (the official folder ComfyUI has), all in one Python process (``acestep_models.__main__.main``
+    once per case) to save an interpreter start per case."""
+    folder = tmp_path_factory.mktemp("cli")
+    checkpoint = comfy.base / "models" / comfy.models["official"]
+    argvs = []
+    for name in CASES:
+        params = folder / f"{name}.json"
+        params.write_text(json.dumps(case(name, comfy)[1]))
+        argvs.append(
+            [
+                "generate",
+                "--checkpoint",
+                str(checkpoint),
+                "--vocab",
+                str(lyric_vocab),
+                "--params",
+                str(params),
+                "--out",
+                str(folder / f"{name}.wav"),
+            ]
+        )
+    (folder / "argvs.json").write_text(json.dumps(argvs))
+    driver = "import json, sys; from acestep_models.__main__ import main; "
+    driver += "sys.exit(max([main(a) for a in json.load(open(sys.argv[1]))]))"
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))  # as the server runs
+    run = subprocess.run(
+        [sys.executable, "-c", driver, str(folder / "argvs.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    songs = {}
+    for name in CASES:
+        audio, rate = soundfile.read(folder / f"{name}.wav", dtype="float32")
+        assert rate == 48000
+        songs[name] = audio
+    return songs
+
+
+CASES = [
+    "text2music",
+    "heun_cfg_star",
+    "pingpong_text_lyric_oss",
+    "retake",
+    "repaint",
+    "extend",
+    "audio2audio",
+    "edit",
+    "lora",
+]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_the_nodes_make_what_the_command_line_makes(comfy, frontend, cli_songs, name):
+    run = frontend.run(frontend.build(case(name, comfy)[0]))
+    assert run.ok, run
+    ours, cli = saved(comfy, run), cli_songs[name]
+    assert ours.shape == cli.shape
+    assert np.isfinite(ours).all() and np.abs(ours).max() > 1e-3
+    diff = float(np.abs(ours - cli).max())
+    print(f"{name}: max |node - CLI| = {diff:.3g} (peak {np.abs(cli).max():.3g})")
+    assert diff <= 1e-6 * max(1.0, float(np.abs(cli).max())), diff
+
+
+# --- progress, preview, cancel -----------------------------------------------------------------------------------------
+
+LISTEN_JS = """() => {
+  window.__acestep_events = [];
+  for (const type of ["progress", "b_preview", "b_preview_with_metadata", "execution_interrupted"]) {
+    app.api.addEventListener(type, (e) => window.__acestep_events.push(
+      {type, detail: type.startsWith("b_") ? (e.detail?.nodeId ?? null) : e.detail}));
+  }
+}"""
+
+
+def events(frontend, prompt_id: str | None = None) -> list[dict]:
+    out = frontend.page.evaluate("() => window.__acestep_events")
+    return [
+        e
+        for e in out
+        if prompt_id is None
+        or not isinstance(e["detail"], dict)
+        or e["detail"].get("prompt_id") in (None, prompt_id)
+    ]
+
+
+def test_progress_and_a_preview_once_per_step(comfy, frontend):
+    frontend.page.evaluate(LISTEN_JS)
+    steps = 6
+    nodes = song_nodes(comfy, sampler({"steps": steps, "seed": 123}))
+    run = frontend.run(frontend.build(nodes))
+    assert run.ok, run
+    prompt_id = run.response["prompt_id"]
+    frontend.page.wait_for_function(
+        "(n) => window.__acestep_events.filter((e) => e.type.startsWith('b_preview')).length >= n", arg=steps
+    )
+    seen = events(frontend, prompt_id)
+    progress = [e["detail"] for e in seen if e["type"] == "progress" and e["detail"]["node"] == "5"]
+    assert [(p["value"], p["max"]) for p in progress] == [(i, steps) for i in range(1, steps + 1)]
+    # one preview image per step (the frontend asks for the previews with metadata)
+    previews = [e for e in seen if e["type"] == "b_preview_with_metadata"] or [
+        e for e in seen if e["type"] == "b_preview"
+    ]
+    assert len(previews) == steps, [e["type"] for e in seen]
+
+
+def test_cancel_stops_the_sampler_and_the_server_goes_on(comfy, frontend):
+    frontend.page.evaluate(LISTEN_JS)
+    steps = 400  # minutes of work: it must stop early
+    nodes = song_nodes(comfy, sampler({"steps": steps, "seed": 5}))
+    workflow = frontend.build(nodes)
+    run = run_with(frontend, workflow, wait=False)
+    assert run.status == 200, run
+    prompt_id = run.response["prompt_id"]
+    end = time.monotonic() + 120
+    while not any(
+        e["type"] == "progress" and e["detail"]["node"] == "5" for e in events(frontend, prompt_id)
+    ):
+        assert time.monotonic() < end, comfy.tail()
+        time.sleep(0.2)
+    request = urllib.request.Request(comfy.url + "/interrupt", b"{}", {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:  # as the Cancel button
+        assert answer.status == 200
+    history = comfy.wait(prompt_id)
+    kinds = [kind for kind, _ in history["status"]["messages"]]
+    assert "execution_interrupted" in kinds, kinds
+    done = max(e["detail"]["value"] for e in events(frontend, prompt_id) if e["type"] == "progress")
+    assert done < steps
+    # the next prompt runs
+    again = frontend.run(frontend.build(song_nodes(comfy, sampler({"seed": 6}))))
+    assert again.ok, again
+
+
+def test_noise_modes_on_a_batch(comfy, frontend):
+    """Both noise modes run a batch; "official" seeds item i with seed + i, "comfy" draws the batch from one
+    generator (ComfyUI's batch noise; exact noise checked in test_comfy_noise_is_comfyuis_prepare_noise), so the
+    second songs differ. (The first ones do not match either: the official Euler step's omega shift takes one mean
+    over the whole batch, so batch items move together.)"""
+    songs = {}
+    for mode in ("official", "comfy"):
+        nodes = song_nodes(comfy, sampler({"noise_mode": mode}))
+        nodes["3"]["widgets"]["batch_size"] = 2
+        run = frontend.run(frontend.build(nodes))
+        assert run.ok, run
+        items = run.outputs["7"]["audio"]
+        assert len(items) == 2
+        songs[mode] = [soundfile.read(comfy.output / i["subfolder"] / i["filename"])[0] for i in items]
+    for first, second in songs.values():
+        assert np.isfinite(first).all() and np.isfinite(second).all() and not np.array_equal(first, second)
+    assert not np.array_equal(songs["official"][1], songs["comfy"][1])
+
+
+# --- errors that name the node, the input and the value --------------------------------------------------------------
+
+
+def error_case(name: str, comfy) -> tuple[dict, str, tuple[str, ...]]:
+    """(nodes, failing node type, words the message must hold)"""
+    other = {"type": "AceStepEmptyLatent", "widgets": {"seconds": 3.0}}
+    mask = {
+        "type": "AceStepMaskFromSeconds",
+        "widgets": {"ranges": "1-2"},
+        "inputs": {"latent": ["4", "latent"]},
+    }
+    if name == "mask_longer_than_latent":
+        nodes = song_nodes(comfy, sampler(mask=["8", "mask"]), extra={"4": other, "8": mask})
+        return nodes, "AceStepSampler", ("'mask'", "longer than the latent", "32 frames", "10")
+    if name == "mask_and_reference":
+        both = {"8": {**mask, "widgets": {"ranges": "0-0.5"}, "inputs": {"latent": ["3", "latent"]}}}
+        nodes = song_nodes(comfy, sampler(mask=["8", "mask"], reference=["3", "latent"]), extra=both)
+        return nodes, "AceStepSampler", ("'reference'", "both a mask and a reference")
+    if name == "reference_strength":
+        nodes = song_nodes(comfy, sampler({"steps": 1, "reference_strength": 0.5}, reference=["3", "latent"]))
+        return nodes, "AceStepSampler", ("'reference_strength'", "0.5", "no sampling step")
+    if name == "oss_steps":
+        nodes = song_nodes(comfy, sampler({"oss_steps": "10, twenty"}))
+        return nodes, "AceStepSampler", ("'oss_steps'", "10, twenty", "comma")
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["mask_longer_than_latent", "mask_and_reference", "reference_strength", "oss_steps"]
+)
+def test_mistakes_name_the_node_input_and_value(comfy, frontend, name):
+    nodes, node_type, words = error_case(name, comfy)
+    run = frontend.run(frontend.build(nodes))
+    error = run.error()
+    assert error["node_type"] == node_type
+    message = error["exception_message"]
+    assert message.startswith("ACE-Step "), message
+    for word in words:
+        assert word in message, message
+    again = frontend.run(frontend.build(song_nodes(comfy, sampler({"steps": 1}))))
+    assert again.ok, again
+
+
+# --- in a process that imports ComfyUI, as ComfyUI imports the pack ------------------------------------------------------
+
+
+def comfyui_root() -> Path:
+    return Path(os.environ.get("COMFYUI_PATH") or ROOT / "build" / "comfyui")
+
+
+def in_comfyui(tmp_path: Path, code: str) -> dict:
+    """Run ``code`` with ComfyUI (build/comfyui, CPU) importable and this repository as the package ``acestep_pack``
+    (as ComfyUI loads it from custom_nodes/); returns the JSON it prints last."""
+    (tmp_path / "acestep_pack").symlink_to(ROOT, target_is_directory=True)
+    prelude = f"""
+        import json, sys
+        sys.path[:0] = [{str(comfyui_root())!r}, {str(tmp_path)!r}]
+        from comfy.cli_args import args
+        args.cpu = True
+        import torch, folder_paths, comfy.model_management
+        import acestep_pack
+    """
+    script = textwrap.dedent(prelude) + textwrap.dedent(code)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_lora_patches_equal_the_engines_merge(tmp_path):
+    """ComfyUI's patched weights (ModelPatcher.clone + add_patches, merged when the model loads) equal
+    acestep_models.lora.apply_lora's; strength 0 leaves the DiT as it was; LoRAs stack; the base comes back."""
+    golden = ROOT / "tests" / "golden"
+    result = in_comfyui(
+        tmp_path,
+        f"""
+        from acestep_pack.acestep_models.checkpoint import load_dit
+        from acestep_pack.acestep_models.lora import apply_lora
+        from acestep_pack.nodes import loaders, lora
+        folder_paths.add_model_folder_path("acestep", {str(golden)!r})
+        folder_paths.add_model_folder_path("loras", {str(golden / "lora")!r})
+        name = "tiny_lora/pytorch_lora_weights.safetensors"
+        assert name in lora.lora_choices()
+
+        dit = loaders.AceStepDiTLoader.execute("acestep/tiny", "fp32").args[0]
+        base = {{k: v.clone() for k, v in dit.model.state_dict().items()}}
+
+        def weights(handle):
+            return {{k: v.clone() for k, v in handle.load().state_dict().items()}}
+
+        def merged(weight):
+            ref = load_dit({str(golden / "tiny")!r}, dtype=torch.float32)
+            apply_lora(ref, {str(golden / "lora" / "tiny_lora")!r}, weight)
+            return ref.state_dict()
+
+        def max_diff(a, b):
+            return max((a[k] - b[k]).abs().max().item() for k in b)
+
+        patched = lora.AceStepLoraLoader.execute(dit, name, 0.7).args[0]
+        w07 = weights(patched)
+        changed = sum(not torch.equal(w07[k], base[k]) for k in base)
+        zero = weights(lora.AceStepLoraLoader.execute(dit, name, 0.0).args[0])
+        stacked = weights(lora.AceStepLoraLoader.execute(patched, name, 0.3).args[0])
+        back = weights(dit)
+        print(json.dumps({{
+            "diff_07": max_diff(w07, merged(0.7)),
+            "changed": changed,
+            "zero_is_base": all(torch.equal(zero[k], base[k]) for k in base),
+            "stacked_vs_1": max_diff(stacked, merged(1.0)),
+            "base_back": all(torch.equal(back[k], base[k]) for k in base),
+            "same_base_module": patched.model is dit.model,
+        }}))
+    """,
+    )
+    print(result)
+    assert result["changed"] == 179  # every layer of the tiny LoRA
+    assert result["diff_07"] <= 1e-6
+    assert result["zero_is_base"] and result["base_back"] and result["same_base_module"]
+    assert result["stacked_vs_1"] <= 1e-6  # 0.7 then 0.3 = 1.0, to rounding
+
+
+def test_comfy_noise_is_comfyuis_prepare_noise(tmp_path):
+    result = in_comfyui(
+        tmp_path,
+        """
+        import comfy.sample
+        from acestep_pack.acestep_models.sampler import batch_noise
+        from acestep_pack.nodes.sampling import make_generators
+
+        latent = torch.zeros(3, 8, 16, 21)
+        ours = batch_noise(latent.shape, make_generators("test", "comfy", 1234, 3, torch.device("cpu")), "cpu",
+                           torch.float32)
+        official = batch_noise(latent.shape, make_generators("test", "official", 1234, 3, torch.device("cpu")), "cpu",
+                               torch.float32)
+        one = batch_noise((1, 8, 16, 21), [torch.Generator().manual_seed(1235)], "cpu", torch.float32)
+        print(json.dumps({
+            "comfy_equal": torch.equal(ours, comfy.sample.prepare_noise(latent, 1234)),
+            "official_item_1_is_seed_plus_1": torch.equal(official[1:2], one),
+        }))
+    """,
+    )
+    assert result == {"comfy_equal": True, "official_item_1_is_seed_plus_1": True}

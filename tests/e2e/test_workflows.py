@@ -1,0 +1,114 @@
+"""Every example workflow in ``workflows/`` runs end to end in a real ComfyUI: loaded into the frontend as a user
+drags it in, converted by the frontend (graphToPrompt) and queued, on the tiny checkpoints placed under the file
+names the workflows use. Each must write its audio (or video) files, as long as expected, finite and not silent.
+
+The files keep the official settings (60 s, 60 steps); the test changes the widgets a user would to make it quick
+(1 s, a few steps, the test audio and video).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import av
+import numpy as np
+import pytest
+import soundfile
+from e2e.workflow_specs import SPECS, WORKFLOWS, build, run_with, write_workflows
+
+from acestep_models.music_dcae import frames_for_seconds, samples_for_frames
+
+pytestmark = pytest.mark.slow
+
+TONE_FRAMES = math.ceil(3 * 44100 / 4096)  # input/tone.wav (3 s at 44.1 kHz) as the DCAE encodes it
+CLIP, CLIP_SECONDS = "clip.mp4", 2.0  # input/clip.mp4 (conftest): 24 frames at 12 fps
+
+QUICK = {  # what a user would change to try a workflow quickly
+    "AceStepEmptyLatent": {"seconds": 1.0},
+    "AceStepSampler": {"steps": 4},
+    "AceStepFlowEdit": {"steps": 5},
+    "AceStepLoadAudio": {"audio": "tone.wav"},
+    "AceStepExtendLatent": {"right_seconds": 1.0},
+    "LoadVideo": {"file": CLIP},
+}
+# workflow -> (extra widget changes, latent frames of every song it saves)
+EXPECTED = {
+    "text2music": ({}, frames_for_seconds(1.0)),
+    "text2music_split_loaders": ({}, frames_for_seconds(1.0)),
+    "retake": ({}, frames_for_seconds(1.0)),
+    "repaint": ({"AceStepMaskFromSeconds": {"ranges": "1-2"}}, TONE_FRAMES),
+    "extend": ({}, TONE_FRAMES + frames_for_seconds(1.0)),
+    "edit": ({}, TONE_FRAMES),
+    "audio2audio": ({}, TONE_FRAMES),
+    "lora": ({}, frames_for_seconds(1.0)),
+    "music_for_video": ({}, frames_for_seconds(CLIP_SECONDS)),
+}
+
+
+def load(name: str) -> dict:
+    return json.loads((WORKFLOWS / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def check_song(audio: np.ndarray, frames: int, what: str) -> None:
+    """[N, 2] at 48 kHz: the length the latent makes, finite, not silent."""
+    assert audio.ndim == 2 and audio.shape[1] == 2, (what, audio.shape)
+    assert audio.shape[0] == samples_for_frames(frames), (what, audio.shape[0], samples_for_frames(frames))
+    assert np.isfinite(audio).all(), what
+    assert np.sqrt(np.mean(audio**2)) > 1e-4, f"{what} is silent"
+
+
+def test_every_workflow_is_tested():
+    assert sorted(p.stem for p in WORKFLOWS.glob("*.json")) == sorted(EXPECTED) == sorted(SPECS)
+
+
+def test_the_files_are_the_specs(frontend):
+    """The checked-in files hold the nodes and links of their specs (rebuild them with ACESTEP_WRITE_WORKFLOWS=1)."""
+
+    def shape(workflow: dict):
+        types = {n["id"]: n["type"] for n in workflow["nodes"]}
+        links = sorted((types[src], s, types[dst], d) for _, src, s, dst, d, _ in workflow["links"])
+        return sorted(types.values()), links
+
+    for name in SPECS:
+        assert shape(load(name)) == shape(build(frontend, name)), name
+
+
+@pytest.mark.skipif(
+    not os.environ.get("ACESTEP_WRITE_WORKFLOWS"), reason="set ACESTEP_WRITE_WORKFLOWS=1 to rewrite"
+)
+def test_write_workflows(frontend):
+    assert len(write_workflows(frontend)) == len(SPECS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_workflow_runs(comfy, frontend, name):
+    workflow = load(name)
+    extra, frames = EXPECTED[name]
+    widgets = {**QUICK, **extra}
+    run = run_with(frontend, workflow, widgets)
+    assert run.ok, run
+
+    saves = [n["id"] for n in workflow["nodes"] if n["type"] == "AceStepSaveAudio"]
+    songs = []
+    for node in saves:
+        (item,) = run.outputs[str(node)]["audio"]
+        audio, rate = soundfile.read(comfy.output / item["subfolder"] / item["filename"], always_2d=True)
+        assert rate == 48000
+        check_song(audio, frames, f"{name}: node {node}")
+        songs.append(audio)
+    if name == "retake":  # the original and its variation
+        original, variation = songs
+        assert not np.array_equal(original, variation)
+    if name == "music_for_video":
+        (node,) = [n["id"] for n in workflow["nodes"] if n["type"] == "SaveVideo"]
+        (item,) = run.outputs[str(node)]["images"]
+        with av.open(str(comfy.output / item["subfolder"] / item["filename"])) as f:
+            assert f.streams.video and f.streams.audio
+            seconds = float(f.duration / av.time_base)
+            audio = np.concatenate([fr.to_ndarray().reshape(-1) for fr in f.decode(audio=0)])
+        assert seconds == pytest.approx(CLIP_SECONDS, abs=0.1)
+        assert np.isfinite(audio).all() and np.sqrt(np.mean(audio**2)) > 1e-4
+    else:
+        assert saves, name

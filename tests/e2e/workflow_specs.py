@@ -1,0 +1,380 @@
+"""The example workflows in ``workflows/``, as compact node specs.
+
+``write_workflows`` builds each one in ComfyUI's own frontend (``Frontend.build``: the frontend's node classes, so
+the files are what the editor saves), lays it out left to right and writes ``workflows/<name>.json``:
+
+    ACESTEP_WRITE_WORKFLOWS=1 .venv/bin/python -m pytest tests/e2e/test_workflows.py -k write
+
+Settings are the official defaults (60 s, 60 steps; the official app's values for retake, repaint, extend and
+edit); model files carry the names README.md tells users to use.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = ROOT / "workflows"
+
+# Model files as the loaders list them (README: "Where to put model files for ComfyUI").
+ALL_IN_ONE = "checkpoints/ace_step_v1_3.5b.safetensors"
+OFFICIAL = "acestep/ACE-Step-v1-3.5B"
+SPLIT = {
+    "dit": "diffusion_models/ace_step_dit.safetensors",
+    "vae": "vae/ace_step_vae.safetensors",
+    "text_encoder": "text_encoders/umt5_base.safetensors",
+}
+LORA = "ACE-Step-v1-chinese-rap-LoRA/pytorch_lora_weights.safetensors"
+SONG = "song.wav"  # the user's audio in ComfyUI's input folder (they pick theirs)
+VIDEO = "video.mp4"
+
+PROMPT = (
+    "funk, pop, soul, rock, melodic, guitar, drums, bass, keyboard, percussion, 105 BPM, energetic, upbeat, "
+    "groovy, vibrant, dynamic"
+)
+LYRICS = (
+    "[verse]\nNeon lights they flicker bright\nCity hums in dead of night\nRhythms pulse through concrete veins\n"
+    "Lost in the echo of the city's refrains\n\n[chorus]\nTurn it up and let it flow\nFeel the fire let it grow"
+)
+EDIT_LYRICS = LYRICS.replace("Turn it up and let it flow", "Turn it up and let it go")
+RAP_PROMPT = "rap, hip-hop, chinese rap, 808, trap beat, male vocals, 90 BPM"
+RAP_LYRICS = "[verse]\n夜色里的霓虹灯在闪\n节奏在街头慢慢展开\n[chorus]\n跟着我一起唱\n让声音更响亮"
+
+
+def _note(text: str) -> dict:
+    return {"type": "MarkdownNote", "widgets": {"text": text}}
+
+
+def _checkpoint(ckpt: str = ALL_IN_ONE) -> dict:
+    return {"type": "AceStepCheckpointLoader", "widgets": {"ckpt_name": ckpt}}
+
+
+def _encode(prompt: str = PROMPT, lyrics: str = LYRICS, loader: str = "1") -> dict:
+    return {
+        "type": "AceStepEncodePrompt",
+        "widgets": {"prompt": prompt, "lyrics": lyrics},
+        "inputs": {"text_encoder": [loader, "text_encoder"], "lyric_tokenizer": [loader, "lyric_tokenizer"]},
+    }
+
+
+def _sampler(
+    latent: list, widgets: dict | None = None, dit=("1", "dit"), cond=("2", "conditioning"), **inputs
+):
+    return {
+        "type": "AceStepSampler",
+        "widgets": widgets or {},
+        "inputs": {"dit": list(dit), "conditioning": list(cond), "latent": latent, **inputs},
+    }
+
+
+def _tail(nodes: dict, latent_node: str, prefix: str, first_id: int, vae=("1", "vae")) -> dict:
+    """Decode ``latent_node``'s latent and save it: ids ``first_id`` (decode) and ``first_id + 1`` (save)."""
+    d, s = str(first_id), str(first_id + 1)
+    nodes[d] = {
+        "type": "AceStepDecodeLatent",
+        "inputs": {"latent": [latent_node, "latent"], "vae": list(vae)},
+    }
+    nodes[s] = {
+        "type": "AceStepSaveAudio",
+        "widgets": {"filename_prefix": prefix, "format": "flac"},
+        "inputs": {"audio": [d, "audio"]},
+    }
+    return nodes
+
+
+def _song_latent(ids: tuple[str, str] = ("10", "11")) -> dict:
+    """Load the user's audio and encode it: ids ``ids[0]`` (load) and ``ids[1]`` (encode)."""
+    load, enc = ids
+    return {
+        load: {"type": "AceStepLoadAudio", "widgets": {"audio": SONG}},
+        enc: {"type": "AceStepEncodeAudio", "inputs": {"audio": [load, "audio"], "vae": ["1", "vae"]}},
+    }
+
+
+MODELS_NOTE = (
+    "Model files (see the pack's README): ComfyUI's all-in-one `ace_step_v1_3.5b.safetensors` in `models/checkpoints/`"
+    ", or the official `ACE-Step-v1-3.5B` folder in `models/acestep/`."
+)
+
+
+def text2music() -> dict:
+    nodes = {
+        "1": _checkpoint(),
+        "2": _encode(),
+        "3": {"type": "AceStepEmptyLatent", "widgets": {"seconds": 60.0, "batch_size": 1}},
+        "4": _sampler(["3", "latent"]),
+        "90": _note(
+            "# ACE-Step text to music\nA song from a style prompt (tags) and lyrics.\n\n" + MODELS_NOTE
+        ),
+    }
+    return _tail(nodes, "4", "ACE-Step/text2music", 5)
+
+
+def text2music_split_loaders() -> dict:
+    nodes = {
+        "1": {"type": "AceStepDiTLoader", "widgets": {"dit_name": SPLIT["dit"]}},
+        "2": {"type": "AceStepVAELoader", "widgets": {"vae_name": SPLIT["vae"]}},
+        "3": {"type": "AceStepTextEncoderLoader", "widgets": {"text_encoder_name": SPLIT["text_encoder"]}},
+        "4": {"type": "AceStepLyricTokenizerLoader"},
+        "5": {"type": "AceStepSpeakerLoader"},
+        "6": {
+            "type": "AceStepEncodePrompt",
+            "widgets": {"prompt": PROMPT, "lyrics": LYRICS},
+            "inputs": {
+                "text_encoder": ["3", "text_encoder"],
+                "lyric_tokenizer": ["4", "lyric_tokenizer"],
+                "speaker": ["5", "speaker"],
+            },
+        },
+        "7": {"type": "AceStepEmptyLatent", "widgets": {"seconds": 60.0, "batch_size": 1}},
+        "8": _sampler(["7", "latent"], dit=("1", "dit"), cond=("6", "conditioning")),
+        "90": _note(
+            "# ACE-Step text to music, one loader per part\nThe DiT from `models/diffusion_models/`, the music DCAE + "
+            "vocoder from `models/vae/`, UMT5 from `models/text_encoders/` (see the pack's README)."
+        ),
+    }
+    return _tail(nodes, "8", "ACE-Step/text2music_split", 9, vae=("2", "vae"))
+
+
+def retake() -> dict:
+    nodes = {
+        "1": _checkpoint(),
+        "2": _encode(),
+        "3": {"type": "AceStepEmptyLatent", "widgets": {"seconds": 60.0, "batch_size": 1}},
+        "4": {"type": "PrimitiveInt", "widgets": {"value": 42, "control_after_generate": "fixed"}},
+        "5": _sampler(["3", "latent"], seed=["4", "INT"]),
+        "6": {
+            "type": "AceStepMaskFromSeconds",
+            "widgets": {"ranges": "0-end"},
+            "inputs": {"latent": ["3", "latent"]},
+        },
+        "7": _sampler(["3", "latent"], {"retake_variance": 0.2}, seed=["4", "INT"], mask=["6", "mask"]),
+        "90": _note(
+            "# ACE-Step retake\nA variation of a song: the same seed, prompt and lyrics, and a mask over the whole "
+            "song. `retake_variance` says how far it may move (official app: 0.2), `retake_seed` picks the "
+            "variation.\n\n" + MODELS_NOTE
+        ),
+    }
+    _tail(nodes, "5", "ACE-Step/original", 8)
+    return _tail(nodes, "7", "ACE-Step/retake", 10)
+
+
+def repaint() -> dict:
+    nodes = {
+        "1": _checkpoint(),
+        "2": _encode(),
+        **_song_latent(),
+        "3": {
+            "type": "AceStepMaskFromSeconds",
+            "widgets": {"ranges": "10-20"},
+            "inputs": {"latent": ["11", "latent"]},
+        },
+        "4": _sampler(["11", "latent"], {"retake_variance": 0.2}, mask=["3", "mask"]),
+        "90": _note(
+            "# ACE-Step repaint\nRegenerates the given seconds of a song (`ranges`) and keeps the rest. Describe "
+            "the song in the prompt and lyrics; `retake_variance` (official app: 0.2) says how far the part may "
+            "move.\n\n" + MODELS_NOTE
+        ),
+    }
+    return _tail(nodes, "4", "ACE-Step/repaint", 5)
+
+
+def extend() -> dict:
+    nodes = {
+        "1": _checkpoint(),
+        "2": _encode(),
+        **_song_latent(),
+        "3": {
+            "type": "AceStepExtendLatent",
+            "widgets": {"left_seconds": 0.0, "right_seconds": 30.0},
+            "inputs": {"latent": ["11", "latent"]},
+        },
+        "4": _sampler(["3", "latent"], {"retake_variance": 1.0}, mask=["3", "mask"]),
+        "90": _note(
+            "# ACE-Step extend\nAdds seconds before and/or after a song, as the official extend (variance 1.0, as "
+            "the official app).\n\n" + MODELS_NOTE
+        ),
+    }
+    return _tail(nodes, "4", "ACE-Step/extend", 5)
+
+
+def edit() -> dict:
+    nodes = {
+        "1": _checkpoint(),
+        "2": _encode(),
+        "3": _encode(lyrics=EDIT_LYRICS),
+        **_song_latent(),
+        "4": {
+            "type": "AceStepFlowEdit",
+            "widgets": {"n_min": 0.6, "n_max": 1.0},
+            "inputs": {
+                "dit": ["1", "dit"],
+                "conditioning": ["2", "conditioning"],
+                "target_conditioning": ["3", "conditioning"],
+                "latent": ["11", "latent"],
+            },
+        },
+        "90": _note(
+            "# ACE-Step edit\nChanges a song from its own prompt and lyrics (top) to the target ones (bottom), "
+            "keeping the rest: official flow-edit. n_min 0.6 / n_max 1.0 changes only the lyrics; 0.2 / 0.4 "
+            "remixes.\n\n" + MODELS_NOTE
+        ),
+    }
+    return _tail(nodes, "4", "ACE-Step/edit", 5)
+
+
+def audio2audio() -> dict:
+    nodes = {
+        "1": _checkpoint(),
+        "2": _encode(),
+        **_song_latent(),
+        "4": _sampler(["11", "latent"], {"reference_strength": 0.5}, reference=["11", "latent"]),
+        "90": _note(
+            "# ACE-Step audio to audio\nA new song that starts from a reference song: `reference_strength` says "
+            "how much of it is kept (official 0.5).\n\n" + MODELS_NOTE
+        ),
+    }
+    return _tail(nodes, "4", "ACE-Step/audio2audio", 5)
+
+
+def lora() -> dict:
+    nodes = {
+        "1": _checkpoint(OFFICIAL),
+        "2": _encode(RAP_PROMPT, RAP_LYRICS),
+        "3": {
+            "type": "AceStepLoraLoader",
+            "widgets": {"lora_name": LORA, "strength": 1.0},
+            "inputs": {"dit": ["1", "dit"]},
+        },
+        "4": {"type": "AceStepEmptyLatent", "widgets": {"seconds": 60.0, "batch_size": 1}},
+        "5": _sampler(["4", "latent"], dit=("3", "dit")),
+        "90": _note(
+            "# ACE-Step with a LoRA\nThe official Chinese rap LoRA (Hugging Face `ACE-Step/ACE-Step-v1-chinese-rap-"
+            "LoRA`, the folder in `models/loras/`) on the DiT of the official `ACE-Step-v1-3.5B` folder in "
+            "`models/acestep/`. Chain more ACE-Step Load LoRA nodes to stack LoRAs."
+        ),
+    }
+    return _tail(nodes, "5", "ACE-Step/lora", 6)
+
+
+def music_for_video() -> dict:
+    nodes = {
+        "1": _checkpoint(),
+        "2": _encode(),
+        "3": {"type": "LoadVideo", "widgets": {"file": VIDEO}},
+        "4": {"type": "GetVideoComponents", "inputs": {"video": ["3", "VIDEO"]}},
+        "5": {"type": "AceStepEmptyLatent", "inputs": {"video": ["3", "VIDEO"]}},
+        "6": _sampler(["5", "latent"]),
+        "7": {"type": "AceStepDecodeLatent", "inputs": {"latent": ["6", "latent"], "vae": ["1", "vae"]}},
+        "8": {
+            "type": "CreateVideo",
+            "inputs": {"images": ["4", "images"], "fps": ["4", "fps"], "audio": ["7", "audio"]},
+        },
+        "9": {
+            "type": "SaveVideo",
+            "widgets": {"filename_prefix": "ACE-Step/music_video"},
+            "inputs": {"video": ["8", "VIDEO"]},
+        },
+        "90": _note(
+            "# ACE-Step music for a video\nA song as long as the loaded video, put under its frames with ComfyUI's "
+            "own video nodes (Get Video Components, Create Video, Save Video). An image batch works too: connect it "
+            "to the empty latent's `images` input and set its fps.\n\n" + MODELS_NOTE
+        ),
+    }
+    return nodes
+
+
+SPECS = {
+    "text2music": text2music,
+    "text2music_split_loaders": text2music_split_loaders,
+    "retake": retake,
+    "repaint": repaint,
+    "extend": extend,
+    "edit": edit,
+    "audio2audio": audio2audio,
+    "lora": lora,
+    "music_for_video": music_for_video,
+}
+
+
+# --- building and laying out ----------------------------------------------------------------------------------------
+
+GAP_X, GAP_Y = 60, 40
+NOTE_SIZE = [420, 220]
+
+
+def layout(workflow: dict) -> dict:
+    """Left to right by dependency depth, each column stacked top down; notes first in the first column."""
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    parents: dict[int, list[int]] = {i: [] for i in nodes}
+    for link in workflow["links"]:
+        _, src, _, dst, *_ = link
+        parents[dst].append(src)
+    depth: dict[int, int] = {}
+
+    def depth_of(i: int) -> int:
+        if i not in depth:
+            depth[i] = 1 + max((depth_of(p) for p in parents[i]), default=-1)
+        return depth[i]
+
+    columns: dict[int, list[dict]] = {}
+    for i, node in sorted(nodes.items()):
+        if node["type"] in ("Note", "MarkdownNote"):
+            node["size"] = list(NOTE_SIZE)
+        columns.setdefault(depth_of(i), []).append(node)
+    x = 0
+    for col in sorted(columns):
+        group = sorted(columns[col], key=lambda n: (n["type"] not in ("Note", "MarkdownNote"), n["id"]))
+        y = 0
+        for node in group:
+            node["pos"] = [x, y]
+            y += node["size"][1] + GAP_Y + 30  # + the title bar
+        x += max(n["size"][0] for n in group) + GAP_X
+    workflow.setdefault("extra", {})["ds"] = {"scale": 0.7, "offset": [40, 40]}  # the whole graph in view
+    return workflow
+
+
+def build(frontend, name: str) -> dict:
+    return layout(frontend.build(SPECS[name]()))
+
+
+def write_workflows(frontend) -> list[Path]:
+    WORKFLOWS.mkdir(exist_ok=True)
+    written = []
+    for name in SPECS:
+        path = WORKFLOWS / f"{name}.json"
+        path.write_text(
+            json.dumps(build(frontend, name), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        written.append(path)
+    return written
+
+
+# --- running with changed settings ----------------------------------------------------------------------------------
+
+LOAD_WITH_WIDGETS_JS = """async ({workflow, widgets}) => {
+  await app.loadGraphData(workflow);
+  for (const node of app.graph._nodes) {
+    for (const [name, value] of Object.entries(widgets[node.type] || {})) {
+      const w = node.widgets?.find((w) => w.name === name);
+      if (!w) throw new Error(`${node.type} has no widget ${name}`);
+      w.value = value;
+    }
+  }
+  const p = await app.graphToPrompt();
+  return {output: p.output, workflow: p.workflow};
+}"""
+
+
+def run_with(frontend, workflow: dict, widgets: dict[str, dict] | None = None, wait: bool = True):
+    """Load ``workflow`` as a user does, set ``widgets`` ({node type: {widget: value}}, on every node of that type)
+    as a user would type them, and queue it: the harness's ``Run`` (``wait=False``: not waited for)."""
+    Run = type(frontend).run.__globals__["Run"]  # the harness's result type (tests/e2e/conftest.py)
+    r = frontend.page.evaluate(LOAD_WITH_WIDGETS_JS, {"workflow": workflow, "widgets": widgets or {}})
+    client_id = frontend.page.evaluate("() => app.api.clientId")
+    status, response = frontend.comfy.queue(r["output"], r["workflow"], client_id)
+    run = Run(status, response, r["output"])
+    if status == 200 and wait:
+        run.history = frontend.comfy.wait(response["prompt_id"])
+    return run
