@@ -112,3 +112,41 @@ def test_workflow_runs(comfy, frontend, name):
         assert np.isfinite(audio).all() and np.sqrt(np.mean(audio**2)) > 1e-4
     else:
         assert saves, name
+
+
+def test_workflow_shows_in_the_canvas(comfy, frontend, tmp_path):
+    """text2music.json dragged in as a user does shows its nodes, wired; with ACESTEP_SCREENSHOTS=1 the picture
+    becomes the README's docs/workflow_text2music.png."""
+    import shutil
+    import urllib.request
+    from pathlib import Path
+
+    from PIL import Image
+
+    page = frontend.page
+    settings = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.ShowMissingModelsWarning": False}
+    request = urllib.request.Request(comfy.url + "/settings", json.dumps(settings).encode(), method="POST")
+    urllib.request.urlopen(request, timeout=30).close()
+    page.set_viewport_size({"width": 1700, "height": 900})
+    page.reload()
+    page.wait_for_function("() => window.app?.graph && app.api.clientId", timeout=120_000)
+    workflow = load("text2music")
+    page.evaluate("(wf) => app.loadGraphData(wf)", workflow)
+    shown = page.evaluate("() => app.graph._nodes.map((n) => n.type)")
+    assert sorted(shown) == sorted(n["type"] for n in workflow["nodes"])
+    page.wait_for_timeout(1000)  # the frontend restores the workflow's saved view after loading it
+    page.evaluate(
+        """() => { const ns = app.graph._nodes; const c = app.canvas;
+                   const x0 = Math.min(...ns.map((n) => n.pos[0])), y0 = Math.min(...ns.map((n) => n.pos[1]));
+                   const x1 = Math.max(...ns.map((n) => n.pos[0] + n.size[0]));
+                   const y1 = Math.max(...ns.map((n) => n.pos[1] + n.size[1]));
+                   const r = c.canvas.getBoundingClientRect();
+                   const s = Math.min((r.width - 420) / (x1 - x0), (r.height - 200) / (y1 - y0 + 40), 1);
+                   c.ds.scale = s; c.ds.offset = [100 / s - x0, 150 / s - y0]; c.setDirty(true, true); }"""
+    )
+    page.wait_for_timeout(500)
+    path = tmp_path / "workflow_text2music.png"
+    page.screenshot(path=str(path))
+    assert len(np.unique(np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3), axis=0)) > 200
+    if os.environ.get("ACESTEP_SCREENSHOTS"):
+        shutil.copy(path, Path(__file__).resolve().parents[2] / "docs" / path.name)
