@@ -371,6 +371,55 @@ def _check_interrupt(interrupt: Callable[[], bool] | None) -> None:
         raise Interrupted("generation interrupted")
 
 
+class GuidedVelocity:
+    """The official guidance of one run (``text2music_diffusion_process``): ``self(i, t, x)`` is the guided velocity
+    at step ``i`` (the index the guidance interval, decay and CFG-zero* count), timestep ``t`` and latents ``x``,
+    from the conditional / unconditional (/ text-only) ``branches``; APG's momentum lives across calls."""
+
+    def __init__(
+        self, dit: nn.Module, branches: dict, settings: SamplerSettings, steps: int, batch_passes: bool = True
+    ):
+        self.dit, self.branches, self.settings, self.batch_passes = dit, branches, settings, batch_passes
+        self.use_cfg = G.uses_cfg(settings.guidance_scale)
+        self.double = "text_only" in branches
+        self.start, self.end = G.guidance_interval(steps, settings.guidance_interval)
+        self.momentum = G.MomentumBuffer()
+
+    def __call__(self, i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        settings, branches = self.settings, self.branches
+        if not (self.use_cfg and self.start <= i < self.end):
+            return run_dit(self.dit, [x], [branches["cond"]], t, self.batch_passes)[0]
+        if not self.double and settings.cfg_type == "cfg_star" and G.cfg_zero_star_is_zero(i):
+            return torch.zeros_like(x)  # official cond * 0.0: the passes are not needed
+        names = ["cond", "text_only", "uncond"] if self.double else ["cond", "uncond"]
+        v = dict(
+            zip(
+                names, run_dit(self.dit, [x] * len(names), [branches[n] for n in names], t, self.batch_passes)
+            )
+        )
+        if self.double:
+            return G.double_condition(
+                v["cond"],
+                v["uncond"],
+                v["text_only"],
+                settings.guidance_scale_text,
+                settings.guidance_scale_lyric,
+            )
+        scale = G.scale_at(
+            i,
+            self.start,
+            self.end,
+            settings.guidance_scale,
+            settings.guidance_interval_decay,
+            settings.min_guidance_scale,
+        )
+        if settings.cfg_type == "apg":
+            return G.apg(v["cond"], v["uncond"], scale, self.momentum)
+        if settings.cfg_type == "cfg":
+            return G.cfg(v["cond"], v["uncond"], scale)
+        return G.cfg_zero_star(v["cond"], v["uncond"], scale, i)
+
+
 @torch.no_grad()
 def text2music(
     dit: nn.Module,
@@ -428,41 +477,9 @@ def text2music(
         target = ref_latents * (1 - schedule.sigma_max) + target * schedule.sigma_max
 
     branches = encode_branches(dit, cond, B, settings)
-    use_cfg = G.uses_cfg(settings.guidance_scale)
-    double = "text_only" in branches
-    start, end = G.guidance_interval(schedule.num_inference_steps, settings.guidance_interval)
-    momentum = G.MomentumBuffer()
+    velocity = GuidedVelocity(dit, branches, settings, schedule.num_inference_steps, batch_passes)
     stepper = Stepper(schedule, settings.omega_scale)
     timesteps = schedule.timesteps
-
-    def velocity(i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if not (use_cfg and start <= i < end):
-            return run_dit(dit, [x], [branches["cond"]], t, batch_passes)[0]
-        scale = G.scale_at(
-            i,
-            start,
-            end,
-            settings.guidance_scale,
-            settings.guidance_interval_decay,
-            settings.min_guidance_scale,
-        )
-        if not double and settings.cfg_type == "cfg_star" and G.cfg_zero_star_is_zero(i):
-            return torch.zeros_like(x)  # official cond * 0.0: the passes are not needed
-        names = ["cond", "text_only", "uncond"] if double else ["cond", "uncond"]
-        v = dict(zip(names, run_dit(dit, [x] * len(names), [branches[n] for n in names], t, batch_passes)))
-        if double:
-            return G.double_condition(
-                v["cond"],
-                v["uncond"],
-                v["text_only"],
-                settings.guidance_scale_text,
-                settings.guidance_scale_lyric,
-            )
-        if settings.cfg_type == "apg":
-            return G.apg(v["cond"], v["uncond"], scale, momentum)
-        if settings.cfg_type == "cfg":
-            return G.cfg(v["cond"], v["uncond"], scale)
-        return G.cfg_zero_star(v["cond"], v["uncond"], scale, i)
 
     first = plan.n_min if plan is not None else 0  # official: repaint skips the steps before n_min
     total, done = max(0, len(timesteps) - max(first, 0)), 0

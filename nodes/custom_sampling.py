@@ -89,23 +89,19 @@ class _SamplingModel:
 
 
 class _GuidedVelocity:
-    """One sampling run of the official guidance (``acestep_models.sampler.text2music``'s velocity): the prompt and
-    lyrics encoded once into the conditional / unconditional (/ text-only) branches, then per DiT call the guided
-    velocity. ``i``, the official step index the guidance interval, decay and CFG-zero* use, counts DiT calls (as
-    the official loop: Heun's corrector is a step of its own)."""
+    """One sampling run of the official guidance (the engine's ``sampler.GuidedVelocity``) called the way ComfyUI's
+    samplers call a model, at ``(x, sigma)``. The guidance step index counts DiT calls (as the official loop: Heun's
+    corrector is a step of its own); an optional negative replaces the official null branch."""
 
     def __init__(self, dit, positive, negative, settings, batch: int, steps: int):
-        from ..acestep_models import guidance as G
         from ..acestep_models import sampler as S
 
-        self.G, self.S, self.dit, self.settings = G, S, dit, settings
-        self.branches = S.encode_branches(dit, positive, batch, settings)
-        if negative is not None and "uncond" in self.branches:
-            self.branches["uncond"] = self._encode_negative(negative, batch)
-        self.use_cfg = G.uses_cfg(settings.guidance_scale)
-        self.double = "text_only" in self.branches
-        self.start, self.end = G.guidance_interval(steps, settings.guidance_interval)
-        self.momentum = G.MomentumBuffer()
+        self.dit, self.settings, self.S = dit, settings, S
+        branches = S.encode_branches(dit, positive, batch, settings)
+        if negative is not None and "uncond" in branches:
+            branches["uncond"] = self._encode_negative(negative, batch)
+        self.branches = branches
+        self.guided = S.GuidedVelocity(dit, branches, settings, steps)
         self.calls = 0
 
     @torch.no_grad()
@@ -129,37 +125,9 @@ class _GuidedVelocity:
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """The guided velocity at ``x`` [B, 8, 16, T] and ``sigma`` (0-dim), in the DiT's dtype."""
         mm.throw_exception_if_processing_interrupted()
-        G, S, settings, branches = self.G, self.S, self.settings, self.branches
         i, self.calls = self.calls, self.calls + 1
         t = (sigma.reshape(()).to(torch.float32) * TIMESTEP_MULTIPLIER).to(x.device)  # official timestep
-        x = x.to(branches["cond"].states.dtype)
-        if not (self.use_cfg and self.start <= i < self.end):
-            return S.run_dit(self.dit, [x], [branches["cond"]], t)[0]
-        if not self.double and settings.cfg_type == "cfg_star" and G.cfg_zero_star_is_zero(i):
-            return torch.zeros_like(x)  # official cond * 0.0
-        names = ["cond", "text_only", "uncond"] if self.double else ["cond", "uncond"]
-        v = dict(zip(names, S.run_dit(self.dit, [x] * len(names), [branches[n] for n in names], t)))
-        if self.double:
-            return G.double_condition(
-                v["cond"],
-                v["uncond"],
-                v["text_only"],
-                settings.guidance_scale_text,
-                settings.guidance_scale_lyric,
-            )
-        scale = G.scale_at(
-            i,
-            self.start,
-            self.end,
-            settings.guidance_scale,
-            settings.guidance_interval_decay,
-            settings.min_guidance_scale,
-        )
-        if settings.cfg_type == "apg":
-            return G.apg(v["cond"], v["uncond"], scale, self.momentum)
-        if settings.cfg_type == "cfg":
-            return G.cfg(v["cond"], v["uncond"], scale)
-        return G.cfg_zero_star(v["cond"], v["uncond"], scale, i)
+        return self.guided(i, t, x.to(self.branches["cond"].states.dtype))
 
 
 class OfficialGuider(comfy.samplers.CFGGuider):
