@@ -102,10 +102,12 @@ def check(args: argparse.Namespace) -> None:
 
     from .checkpoint import load_all
     from .music_dcae import OUTPUT_SAMPLE_RATE, frames_for_seconds
+    from .ops import STORAGE_DTYPES
     from .text_encoder import encode_text
 
     path = find_checkpoint(args.checkpoint, args.download)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    storage = STORAGE_DTYPES.get(args.dit_weight_dtype)
     clock = time.perf_counter()
 
     def step(what: str) -> None:
@@ -115,7 +117,7 @@ def check(args: argparse.Namespace) -> None:
         clock = now
 
     try:
-        m = load_all(path, dtype=dtype, device=args.device, vocab=args.vocab)
+        m = load_all(path, dtype=dtype, device=args.device, vocab=args.vocab, dit_weight_dtype=storage)
     except (FileNotFoundError, ValueError) as e:
         raise CliError(str(e)) from e
     count = {
@@ -159,6 +161,16 @@ def check(args: argparse.Namespace) -> None:
 # --- generate ----------------------------------------------------------------------------------------------------
 
 DTYPES = ("float32", "bfloat16", "float16")
+STORAGE_CHOICES = ("default", "fp8_e4m3fn", "fp8_e5m2")  # ops.STORAGE_DTYPES, without importing torch here
+STORAGE_HELP = (
+    "how the DiT's weight matrices are stored: default (in --dtype) or one byte per weight (fp8_e4m3fn, "
+    "fp8_e5m2), cast to --dtype per layer: a quarter of the float32 memory, each weight rounded to 3 or 2 "
+    "mantissa bits"
+)
+
+
+def _storage_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dit-weight-dtype", default="default", choices=STORAGE_CHOICES, help=STORAGE_HELP)
 
 
 def _flag(key: str) -> str:
@@ -301,14 +313,16 @@ def generate(args: argparse.Namespace) -> None:
     paths = _output_paths(out, params["batch_size"])
 
     from .checkpoint import load_all
+    from .ops import STORAGE_DTYPES
     from .pipeline import Interrupted
     from .pipeline import generate as run_pipeline
 
     path = find_checkpoint(args.checkpoint, download=False)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    storage = STORAGE_DTYPES.get(args.dit_weight_dtype)
     clock = time.perf_counter()
     try:
-        models = load_all(path, dtype=dtype, device=args.device, vocab=args.vocab)
+        models = load_all(path, dtype=dtype, device=args.device, vocab=args.vocab, dit_weight_dtype=storage)
     except (FileNotFoundError, ValueError) as e:
         raise CliError(str(e)) from e
     print(f"loaded {path} in {time.perf_counter() - clock:.1f} s", file=sys.stderr, flush=True)
@@ -395,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weight dtype"
     )
+    _storage_argument(p)
     p.set_defaults(func=check)
 
     from .params import CHOICES, OFFICIAL_DEFAULTS
@@ -416,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="weight dtype (default: float32)")
+    _storage_argument(p)
     p.add_argument(
         "--vocab", metavar="PATH", help="lyric vocab.json (default: beside the checkpoint, or ComfyUI's)"
     )

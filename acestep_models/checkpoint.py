@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from . import ops
+
 log = logging.getLogger(__name__)
 
 StateDict = dict[str, torch.Tensor]
@@ -50,16 +52,21 @@ def build(
     operations=None,
     ignore: str | None = None,
     name: str | None = None,
+    weight_dtype: torch.dtype | None = None,
 ) -> torch.nn.Module:
     """``model_cls(config, dtype=, device=, operations=)`` built on meta and filled from ``state_dict``.
 
-    Floating tensors are cast to ``dtype`` (kept as stored when None). Keys matching the regex ``ignore`` (training-only
+    Floating tensors are cast to ``dtype`` (kept as stored when None). ``weight_dtype`` (float8) stores the matrix
+    weights narrower than ``dtype``; ``operations`` must then cast per call (default ``ops.cast``). Keys matching the regex ``ignore`` (training-only
     or never-read official tensors) are dropped with a log line; any other missing or unexpected key is an error,
     never a silent mis-load.
     """
     name = name or model_cls.__name__
+    if weight_dtype is not None and operations is None:
+        operations = ops.cast
     with torch.device("meta"):
         model = model_cls(config, dtype=dtype, operations=operations)
+    narrow = ops.narrow_weight_keys(model) if weight_dtype is not None else set()
     skip = re.compile(ignore).match if ignore else (lambda _k: False)
     skipped = [k for k in state_dict if skip(k)]
     if skipped:
@@ -68,7 +75,9 @@ def build(
     for k, v in state_dict.items():
         if skip(k):
             continue
-        if dtype is not None and v.is_floating_point():
+        if k in narrow:
+            v = ops.to_storage(v, weight_dtype)
+        elif dtype is not None and v.is_floating_point():
             v = v.to(dtype)
         sd[k] = v.to(device)
     result = model.load_state_dict(sd, strict=False, assign=True)
@@ -225,8 +234,17 @@ def _config(cls, src: PartSource):
     return cls.from_state_dict(src.state_dict)
 
 
-def load_dit(path: str | Path, dtype: torch.dtype | None = None, device="cpu", operations=None):
-    """The DiT (with its lyric encoder) from an official folder, an all-in-one or a DiT-only file."""
+def load_dit(
+    path: str | Path,
+    dtype: torch.dtype | None = None,
+    device="cpu",
+    operations=None,
+    weight_dtype: torch.dtype | None = None,
+):
+    """The DiT (with its lyric encoder) from an official folder, an all-in-one or a DiT-only file.
+
+    ``weight_dtype`` (``ops.STORAGE_DTYPES``: float8) keeps its matrices in 1 byte per weight, computing in
+    ``dtype``: the low-memory mode (ComfyUI's fp8 ``weight_dtype``)."""
     from .dit import IGNORED_KEYS, ACEStepTransformer, DiTConfig
 
     src = locate(path, "dit")
@@ -240,6 +258,7 @@ def load_dit(path: str | Path, dtype: torch.dtype | None = None, device="cpu", o
         operations=operations,
         ignore=IGNORED_KEYS,
         name=f"ACE-Step DiT ({src.origin})",
+        weight_dtype=weight_dtype,
     )
 
 
@@ -317,10 +336,15 @@ class ACEStepModels:
 
 
 def load_all(
-    path: str | Path, dtype: torch.dtype | None = None, device="cpu", vocab: str | Path | None = None
+    path: str | Path,
+    dtype: torch.dtype | None = None,
+    device="cpu",
+    vocab: str | Path | None = None,
+    dit_weight_dtype: torch.dtype | None = None,
 ) -> ACEStepModels:
     """All parts from the official folder or ComfyUI's all-in-one file; the lyric vocabulary from ``vocab``, beside
-    the checkpoint, or the host ComfyUI (see ``lyric_tokenizer.find_lyric_vocab``)."""
+    the checkpoint, or the host ComfyUI (see ``lyric_tokenizer.find_lyric_vocab``). ``dit_weight_dtype``: float8
+    storage for the DiT's matrices (see ``load_dit``)."""
     from .lyric_tokenizer import LyricTokenizer, find_lyric_vocab
 
     lyric_tokenizer = LyricTokenizer.from_vocab(
@@ -328,7 +352,7 @@ def load_all(
     )  # fail fast, before the weights
     text_encoder, text_tokenizer = load_text_encoder(path, dtype, device)
     return ACEStepModels(
-        dit=load_dit(path, dtype, device),
+        dit=load_dit(path, dtype, device, weight_dtype=dit_weight_dtype),
         vae=load_music_dcae(path, dtype=dtype, device=device),
         text_encoder=text_encoder,
         text_tokenizer=text_tokenizer,

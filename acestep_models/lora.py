@@ -42,6 +42,7 @@ from pathlib import Path
 
 import torch
 
+from . import ops
 from .checkpoint import read_json, read_safetensors
 from .dit import IGNORED_KEYS, ACEStepTransformer, DiTConfig
 
@@ -271,6 +272,11 @@ def lora_delta(up: torch.Tensor, down: torch.Tensor, scale: float, like: torch.T
     return (scale * (up.flatten(1) @ down.flatten(1))).reshape(like.shape)
 
 
+def _round(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The merged float32 weight in the weight's own dtype (float8 storage saturates instead of overflowing)."""
+    return ops.to_storage(w, dtype) if dtype in ops.STORAGE_DTYPES.values() else w.to(dtype)
+
+
 def applied_lora(dit: torch.nn.Module) -> tuple[str, float] | None:
     """(name, weight) of the LoRA merged into ``dit``, or None."""
     state = getattr(dit, _APPLIED, None)
@@ -322,7 +328,7 @@ def apply_lora(dit: ACEStepTransformer, lora: LoRA | str | Path, weight: float =
             for key, (up, down, scale) in patches.items():
                 p = params[key]
                 originals[key] = p.detach().to("cpu", copy=True)
-                p.copy_((p.float() + lora_delta(up, down, scale, p)).to(p.dtype))
+                p.copy_(_round(p.float() + lora_delta(up, down, scale, p), p.dtype))
     except BaseException:
         with torch.no_grad():
             for key, original in originals.items():

@@ -217,3 +217,36 @@ def test_cli_output_equals_the_official_audio(case, lyric_vocab, tmp_path):
         ours = read(written).T
         assert ours.shape == item.shape
         assert relative_l2(ours, item) < 1e-4
+
+
+@NEEDS_PIPELINE
+def test_float8_dit_weights_from_the_command_line(lyric_vocab, tmp_path):
+    """``--dit-weight-dtype fp8_e4m3fn`` (the low-memory mode) makes what the engine makes with float8 DiT weights."""
+    import torch
+
+    from acestep_models.checkpoint import load_all
+    from acestep_models.pipeline import generate
+
+    song = {**SONG, "infer_step": 3, "manual_seeds": 7, "retake_seeds": 8}
+    params = tmp_path / "song.json"
+    params.write_text(json.dumps(song))
+    outs = {}
+    for storage in ("fp8_e4m3fn", "default"):
+        outs[storage] = tmp_path / f"{storage}.wav"
+        run = cli("--checkpoint", str(TINY), "--vocab", str(lyric_vocab), "--params", str(params),
+                  "--out", str(outs[storage]), "--dit-weight-dtype", storage)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+    models = load_all(TINY, dtype=torch.float32, vocab=lyric_vocab, dit_weight_dtype=torch.float8_e4m3fn)
+    assert models.dit.transformer_blocks[0].ff.inverted_conv.conv.weight.dtype == torch.float8_e4m3fn
+    expected = generate(models, song).audio[0].T.numpy()
+    narrow = read(outs["fp8_e4m3fn"])
+    assert relative_l2(narrow, expected) < 1e-5
+    assert np.isfinite(narrow).all() and np.abs(narrow).max() > 1e-3
+    assert relative_l2(narrow, read(outs["default"])) > 1e-3  # the weights really were rounded
+
+
+def test_storage_choices_are_the_engines():
+    from acestep_models.__main__ import STORAGE_CHOICES
+    from acestep_models.ops import STORAGE_DTYPES
+
+    assert STORAGE_CHOICES == ("default", *STORAGE_DTYPES)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from acestep_models import checkpoint
+from acestep_models import checkpoint, ops
 from acestep_models.checkpoint import read_json, read_safetensors
 from acestep_models.dit import (
     FP16_MAX,
@@ -32,10 +32,14 @@ def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
     return ((ours.float() - ref.float()).norm() / ref.float().norm()).item()
 
 
-def load_tiny(dtype: torch.dtype = torch.float32) -> ACEStepTransformer:
+def load_tiny(
+    dtype: torch.dtype = torch.float32, weight_dtype: torch.dtype | None = None
+) -> ACEStepTransformer:
     config = DiTConfig.from_official(read_json(TINY / "config.json"))
     sd, _ = read_safetensors(TINY / "diffusion_pytorch_model.safetensors")
-    return checkpoint.build(ACEStepTransformer, config, sd, dtype=dtype, ignore=IGNORE)
+    return checkpoint.build(
+        ACEStepTransformer, config, sd, dtype=dtype, ignore=IGNORE, weight_dtype=weight_dtype
+    )
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +167,51 @@ def test_bf16_matches_official_bf16_and_stays_close_to_fp32(model, inputs, ref):
     print(f"bf16 vs official bf16: output {errors[0]:.2e}, encoder states {errors[1]:.2e}")
     assert max(errors) < 1e-2  # bf16 kernels may round differently on other CPUs; here they agree exactly
     assert rel_err(out16, ref["output"]) < 5e-2
+
+
+@pytest.mark.parametrize("storage", [torch.float8_e4m3fn, torch.float8_e5m2])
+@pytest.mark.parametrize("compute", [torch.float32, torch.bfloat16])
+def test_float8_weights_compute_the_dequantised_model(inputs, ref, storage, compute):
+    """The low-memory mode: the matrices stored in float8 (a quarter of float32), computed in bf16 or fp32. Its only
+    difference from the full model is the one rounding of those weights (ComfyUI's fp8 ``weight_dtype``)."""
+    model8 = load_tiny(compute, weight_dtype=storage)
+    narrow = ops.narrow_weight_keys(model8)
+    assert all((p.dtype == storage) == (n in narrow) for n, p in model8.named_parameters())
+    assert all(p.dtype == compute for p in model8.parameters() if p.dtype != storage)
+
+    dequantised = load_tiny(compute)  # the same network with those weights rounded to float8 and back
+    full = dict(load_tiny().named_parameters())
+    with torch.no_grad():
+        for name, p in dequantised.named_parameters():
+            if name in narrow:
+                p.copy_(full[name].to(storage).to(compute))
+
+    x = {k: v.to(compute) if v.is_floating_point() and k != "timestep" else v for k, v in inputs.items()}
+    with torch.no_grad():
+        out = model8(x["hidden_states"], x["attention_mask"], timestep=x["timestep"], **conditioning(x))
+        expected = dequantised(
+            x["hidden_states"], x["attention_mask"], timestep=x["timestep"], **conditioning(x)
+        )
+    assert out.dtype == compute and torch.isfinite(out).all()
+    assert rel_err(out, expected) < 1e-6
+    # what the rounding costs on these random weights (20 random layers amplify it; reported, bounded loosely)
+    error = rel_err(out, ref["output"])
+    print(f"{storage} weights, {compute} compute vs official fp32: {error:.2e}")
+    assert error < 0.5
+
+
+def test_float8_storage_covers_over_99_percent_of_the_released_dit():
+    with torch.device("meta"):
+        released = ACEStepTransformer(DiTConfig())
+    sizes = dict((n, p.numel()) for n, p in released.named_parameters())
+    narrow = sum(sizes[k] for k in ops.narrow_weight_keys(released))
+    assert narrow / sum(sizes.values()) > 0.99
+
+
+def test_float8_storage_saturates_instead_of_making_nan():
+    big = torch.tensor([1e4, -1e4, 0.5])
+    assert torch.isnan(big.to(torch.float8_e4m3fn).float()).any()  # what a plain cast would do
+    assert torch.equal(ops.to_storage(big, torch.float8_e4m3fn).float(), torch.tensor([448.0, -448.0, 0.5]))
 
 
 def test_linear_attention_output_is_clipped_like_official(model):

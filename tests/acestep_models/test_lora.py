@@ -140,6 +140,23 @@ def test_remove_restores_exact_weights_and_loras_do_not_stack(dit, lora, inputs)
     remove_lora(dit)  # without a LoRA: nothing to do
 
 
+def test_lora_on_float8_weights_rounds_the_merge_once_and_comes_off_exactly(lora):
+    dit8 = checkpoint.load_dit(TINY, dtype=torch.float32, weight_dtype=torch.float8_e4m3fn)
+    full = checkpoint.load_dit(TINY, dtype=torch.float32)
+    before = snapshot(dit8)
+    apply_lora(dit8, lora, 0.7)
+    apply_lora(full, lora, 0.7)
+    merged, expected = dit8.state_dict(), full.state_dict()
+    for key in lora.patches:
+        w = before[key].float() + lora_delta(*lora_patches(lora, 0.7)[key], before[key])
+        assert merged[key].dtype == torch.float8_e4m3fn and torch.equal(
+            merged[key], w.to(torch.float8_e4m3fn)
+        )
+        assert rel_err(merged[key], expected[key]) < 0.05  # float8's 3 mantissa bits
+    remove_lora(dit8)
+    assert all(torch.equal(before[k], v) for k, v in dit8.state_dict().items())
+
+
 def test_lora_patches_applied_by_hand_equal_apply_lora(dit, lora):
     """What ComfyUI's ModelPatcher gets: W + scale * up @ down on the DiT's own keys."""
     patches = lora_patches(lora, 0.7)

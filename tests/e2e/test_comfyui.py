@@ -84,6 +84,7 @@ def test_every_node_is_listed_with_a_valid_schema(comfy):
     assert OUR_TYPES <= used
     assert {"AUDIO", "LATENT", "MASK"} <= used
     assert ours["AceStepDiTLoader"]["input"]["required"]["dtype"][1].get("advanced") is True
+    assert ours["AceStepDiTLoader"]["input"]["required"]["weight_dtype"][1].get("advanced") is True
 
 
 def test_the_pack_imports_cleanly(comfy):

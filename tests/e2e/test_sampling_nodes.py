@@ -180,6 +180,10 @@ def case(name: str, comfy) -> tuple[dict, dict]:
             "edit_n_avg": 2,
         }
         return nodes, {**cli, **official}
+    if name == "fp8_dit":  # the low-memory mode: the DiT's matrices stored in float8
+        nodes = song_nodes(comfy, sampler())
+        nodes["1"]["widgets"]["weight_dtype"] = "fp8_e4m3fn"
+        return nodes, {**cli, "audio_duration": 1.0}
     if name == "lora":
         lora = {
             "type": "AceStepLoraLoader",
@@ -218,6 +222,7 @@ def cli_songs(comfy, lyric_vocab, tmp_path_factory) -> dict[str, np.ndarray]:
                 str(params),
                 "--out",
                 str(folder / f"{name}.wav"),
+                *CLI_FLAGS.get(name, []),
             ]
         )
     (folder / "argvs.json").write_text(json.dumps(argvs))
@@ -241,6 +246,7 @@ def cli_songs(comfy, lyric_vocab, tmp_path_factory) -> dict[str, np.ndarray]:
     return songs
 
 
+CLI_FLAGS = {"fp8_dit": ["--dit-weight-dtype", "fp8_e4m3fn"]}
 CASES = [
     "text2music",
     "heun_cfg_star",
@@ -251,6 +257,7 @@ CASES = [
     "audio2audio",
     "edit",
     "lora",
+    "fp8_dit",
 ]
 
 
