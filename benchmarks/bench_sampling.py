@@ -1,24 +1,32 @@
-"""Time one generation by the official ACE-Step pipeline and by ours, on the same weights, in one process.
+"""Time one generation, prompt to 48 kHz audio, by the official ACE-Step pipeline and by ours, on the same weights, in
+one process and one run.
 
     ACESTEP_REF=/work/ref/ACE-Step /work/venvs/ref/bin/python benchmarks/bench_sampling.py --device cpu --size tiny
 
-Runs the official ``ACEStepPipeline.__call__`` (imported from the checkout in ``$ACESTEP_REF``) and our
-``acestep_models.pipeline.generate`` on one fixed configuration (default: 10 s, 10 steps, euler, APG, ERG on,
-the official defaults otherwise), alternately, ``--repeats`` times after a warm-up, and prints the median of each
-measure with our/official ratios. Measures, taken with hooks so that both sides are timed the same way:
+Runs the official ``ACEStepPipeline.__call__`` (imported from the checkout in ``$ACESTEP_REF``), our
+``acestep_models.pipeline.generate``, and ours with the DiT's matrices stored in float8 (the low-memory mode,
+``--dit-weight-dtype fp8_e4m3fn``) on one configuration (default: 10 s, 10 steps, euler, APG, ERG on, the official
+defaults otherwise), alternately, ``--repeats`` times after a warm-up, and prints the median of each measure with
+the ratios to the official. Then the long songs (``--long``, default 240 and 480 s), once each, official and ours.
+Measures, taken with hooks so that every side is timed the same way:
 
 - text encode: time inside the UMT5 encoder's forward (the prompt and, with ERG, its "null" pass);
-- sampling: from the first DiT pass to the end of the last (the lyric encoder runs before it, inside "other");
+- sampling: from the first DiT pass to the end of the last (the lyric encoder runs before it);
 - decode: time inside the DCAE + vocoder ``decode``;
 - DiT calls per step: forward calls of the DiT's final layer (hooked on both models) / steps; DiT rows per item
   and step: the batch rows those calls processed / (batch size x steps), i.e. DiT passes per step as the
   official code counts them (ours batches a step's conditional and unconditional passes into one call);
-- RTF: seconds of audio per second of wall time for the whole call.
+- RTF: seconds of audio per second of wall time for the whole call;
+- memory: the pipeline's weights (parameters and buffers of its text encoder, DiT and VAE) plus the peak working
+  memory of the call: the CUDA allocator's peak above what was allocated before the call, or on the CPU the peak
+  resident set above the resident set before it;
+- seam (long songs): our decode, windowed for bounded memory, against one pass over the whole song.
 
 ``--size tiny`` uses the tiny random checkpoint of the tests (tests/golden/tiny); ``--size full`` builds a
 full-size random-weight checkpoint (3.5B) from the released configs into a temporary folder (GPU only) and
 loads it through each side's own loader. Writes the table to benchmarks/results/<date>-<device>-<size>.md.
-Run with the official code's Python environment (which must import acestep_models as well).
+Run with the official code's Python environment (which must import acestep_models as well); benchmarks/README.md
+says how to run it on a GPU machine.
 """
 
 from __future__ import annotations
@@ -169,6 +177,54 @@ def official_pipeline(folder: Path, device: str, dtype: torch.dtype):
     return pipe
 
 
+class Memory:
+    """Peak memory of one call beyond what was allocated before it: on CUDA the allocator's peak; on the CPU the
+    process's peak resident set (VmHWM, reset through /proc/self/clear_refs)."""
+
+    def __init__(self, device: str):
+        self.cuda = device.startswith("cuda")
+        if not self.cuda:
+            import ctypes
+
+            self.libc = ctypes.CDLL("libc.so.6")
+            # glibc keeps freed memory for reuse, which hides a later call's peak: serve every large block with
+            # mmap (returned to the system when freed) and trim the heap before each call
+            M_MMAP_THRESHOLD = -3
+            self.libc.mallopt(M_MMAP_THRESHOLD, 1 << 16)
+
+    @staticmethod
+    def _status(field: str) -> int:
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def start(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.libc.malloc_trim(0)
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current resident set
+            self.base = self._status("VmRSS")
+
+    def peak(self) -> int:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() - self.base
+        return self._status("VmHWM") - self.base
+
+
+def tensor_bytes(*modules: torch.nn.Module) -> int:
+    seen = {}
+    for m in modules:
+        for t in list(m.parameters()) + list(m.buffers()):
+            seen[t.data_ptr()] = t.numel() * t.element_size()
+    return sum(seen.values())
+
+
 class Side:
     """One pipeline with the hooks that time it."""
 
@@ -176,6 +232,8 @@ class Side:
         self.name, self.run, self.device = name, run, device
         self.events: list[tuple[str, float]] = []
         self.rows = 0
+        self.weights = tensor_bytes(text_encoder, dit, vae)
+        self.memory = Memory(device)
         sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
         def mark(what):
@@ -206,15 +264,16 @@ class Side:
                 object.__setattr__(vae, method, timed)
         self.sync = sync
 
-    def __call__(self, steps: int) -> dict:
+    def __call__(self, steps: int, seconds: float) -> dict:
         self.events.clear()
         self.rows = 0
         gc.collect()
-        self.sync()
+        self.memory.start()
         start = time.perf_counter()
-        audio = self.run()
+        audio = self.run(seconds)
         self.sync()
         total = time.perf_counter() - start
+        working = self.memory.peak()
         ev = self.events
 
         def inside(what):
@@ -226,7 +285,9 @@ class Side:
         calls = sum(1 for k, _ in ev if k == "dit_end")
         sampling = dit[-1] - dit[0]
         return dict(total=total, text=inside("text"), sampling=sampling, decode=inside("decode"),
-                    per_step=sampling / steps, calls=calls / steps, rows=self.rows / steps, audio=audio)  # fmt: skip
+                    per_step=sampling / steps, calls=calls / steps, rows=self.rows / steps,
+                    rtf=seconds / total, weights=self.weights / 2**30, working=working / 2**30,
+                    peak=(self.weights + working) / 2**30, audio=audio)  # fmt: skip
 
 
 # --- main --------------------------------------------------------------------------------------------------------
@@ -251,6 +312,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--long", default="240,480", help="long-song durations in seconds, run once each ('' for none)"
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument(
         "--out", default=None, help="result file (default: benchmarks/results/<date>-<device>-<size>.md)"
@@ -266,12 +330,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     dtype_name = args.dtype or ("bfloat16" if args.device == "cuda" else "float32")
     dtype = getattr(torch, dtype_name)
+    long_songs = [float(x) for x in args.long.split(",") if x.strip()]
 
     import acestep.pipeline_ace_step  # noqa: F401  (sets its global torch flags; both sides run under them)
 
-    torch.set_float32_matmul_precision(
-        "highest"
-    )  # the official import sets "high" (TF32); compare in full fp32
+    # the official import sets "high" (TF32); compare in full fp32
+    torch.set_float32_matmul_precision("highest")
     from acestep_models.checkpoint import load_all
     from acestep_models.params import load_params
     from acestep_models.pipeline import generate
@@ -279,46 +343,93 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_sampling_"))
     try:
         folder = TINY if args.size == "tiny" else write_full_checkpoint(tmp / "checkpoint", args.device)
-        settings = dict(audio_duration=args.seconds, prompt=PROMPT, lyrics=LYRICS, infer_step=args.steps,
+
+        def settings(seconds: float) -> dict:
+            return dict(audio_duration=seconds, prompt=PROMPT, lyrics=LYRICS, infer_step=args.steps,
                         manual_seeds=[1234], retake_seeds=[5678])  # fmt: skip
-        params = load_params(settings)
 
         pipe = official_pipeline(folder, args.device, dtype)
 
-        def run_official():
+        def run_official(seconds: float):
             pipe.kept_audio.clear()
-            pipe(format="wav", save_path=str(tmp / "official.wav"), **settings)
+            pipe(format="wav", save_path=str(tmp / "official.wav"), **settings(seconds))
             return pipe.kept_audio[0]
 
-        official = Side("official", run_official, pipe.text_encoder_model, pipe.ace_step_transformer,
-                        pipe.music_dcae, args.device)  # fmt: skip
-        models = load_all(folder, dtype=dtype, device=args.device, vocab=OFFICIAL_VOCAB)
-        ours = Side(
-            "ours",
-            lambda: generate(models, params, device=args.device, dtype=dtype).audio[0],
-            models.text_encoder, models.dit, models.vae, args.device,
-        )  # fmt: skip
+        sides = {"official": Side("official", run_official, pipe.text_encoder_model, pipe.ace_step_transformer,
+                                  pipe.music_dcae, args.device)}  # fmt: skip
+        for name, storage in (("ours", None), ("ours fp8", torch.float8_e4m3fn)):
+            models = load_all(
+                folder, dtype=dtype, device=args.device, vocab=OFFICIAL_VOCAB, dit_weight_dtype=storage
+            )
 
+            def run(seconds: float, models=models):
+                return generate(models, load_params(settings(seconds)), device=args.device, dtype=dtype)
+
+            sides[name] = Side(name, lambda s, run=run: run(s).audio[0], models.text_encoder, models.dit,
+                               models.vae, args.device)  # fmt: skip
+            sides[name].models = models
+
+        runs = {name: [] for name in sides}
         with torch.inference_mode():
-            for side in (official, ours):  # warm-up: kernels, allocator, lazily built buffers
-                side(args.steps)
-            runs = {"official": [], "ours": []}
+            for side in sides.values():  # warm-up: kernels, allocator, lazily built buffers
+                side(args.steps, args.seconds)
             for _ in range(args.repeats):
-                for side in (official, ours):
-                    runs[side.name].append(side(args.steps))
-        report(args, dtype_name, runs)
+                for side in sides.values():
+                    runs[side.name].append(side(args.steps, args.seconds))
+            long_runs = {}
+            decoders = {
+                "official": lambda z: pipe.music_dcae.decode(z, sr=48000)[1],
+                "official overlapped": lambda z: pipe.music_dcae.decode_overlap(z, sr=48000)[1],
+                "ours": lambda z: sides["ours"].models.vae.decode(z),
+            }
+            for seconds in long_songs:
+                long_runs[seconds] = decode_run(
+                    decoders, sides["ours"].models.vae, seconds, args.device, dtype
+                )
+        report(args, dtype_name, runs, long_runs, long_songs)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def report(args, dtype_name: str, runs: dict) -> None:
+def decode_run(decoders: dict, vae, seconds: float, device: str, dtype) -> dict:
+    """Each decoder once on the same random latents of ``seconds``: time and peak working memory; and the seam
+    measure: our windowed decode against one pass of our DCAE decoder and vocoder over the whole song."""
+    from acestep_models.music_dcae import frames_for_seconds
+
+    z = torch.randn(1, 8, 16, frames_for_seconds(seconds), generator=torch.Generator().manual_seed(0))
+    z = z.to(device, dtype)
+    memory, sync = Memory(device), (torch.cuda.synchronize if device.startswith("cuda") else (lambda: None))
+    result = {}
+    for name, decode in decoders.items():
+        gc.collect()
+        memory.start()
+        start = time.perf_counter()
+        audio = decode(z)
+        sync()
+        result[name] = dict(time=time.perf_counter() - start, working=memory.peak() / 2**30)
+        if name == "ours":
+            windowed = audio[0].float()
+        del audio
+    one_pass = vae.decode(z, window=None, vocoder_tile=None)[0].float()
+    result["seam"] = float((windowed - one_pass).norm() / one_pass.norm())
+    return result
+
+
+def relative_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.float().cpu(), b.float().cpu()
+    n = min(a.shape[-1], b.shape[-1])
+    return float((b[..., :n] - a[..., :n]).norm() / a[..., :n].norm())
+
+
+def report(args, dtype_name: str, runs: dict, long_runs: dict, long_songs: list[float]) -> None:
     med = {
         side: {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "audio"}
         for side, rs in runs.items()
     }
-    a, b = runs["official"][-1]["audio"].float().cpu(), runs["ours"][-1]["audio"].float().cpu()
-    n = min(a.shape[-1], b.shape[-1])
-    difference = float((b[..., :n] - a[..., :n]).norm() / a[..., :n].norm())
+    official = runs["official"][-1]["audio"]
+    difference = {
+        name: relative_l2(official, rs[-1]["audio"]) for name, rs in runs.items() if name != "official"
+    }
     rows = [
         ("text encode (s)", "text", "{:.4f}"),
         ("sampling (s)", "sampling", "{:.4f}"),
@@ -327,33 +438,71 @@ def report(args, dtype_name: str, runs: dict) -> None:
         ("time per sampling step (s)", "per_step", "{:.4f}"),
         ("DiT forward calls per step", "calls", "{:.2f}"),
         ("DiT passes (batch rows) per step", "rows", "{:.2f}"),
+        ("RTF (audio s / wall s)", "rtf", "{:.2f}"),
+        ("weights (GiB)", "weights", "{:.4f}"),
+        ("peak working memory of the call (GiB)", "working", "{:.4f}"),
+        ("peak memory: weights + working (GiB)", "peak", "{:.4f}"),
     ]
-    lines = ["| measure | official | ours | ours / official |", "|---|---:|---:|---:|"]
+    names = list(med)
+    lines = [
+        "| measure | " + " | ".join(names) + " | " + " | ".join(f"{n} / official" for n in names[1:]) + " |",
+        "|---|" + "---:|" * (2 * len(names) - 1),
+    ]
     for label, key, fmt in rows:
-        o, u = med["official"][key], med["ours"][key]
-        lines.append(
-            f"| {label} | {fmt.format(o)} | {fmt.format(u)} | {u / o:.2f} |"
-            if o
-            else f"| {label} | - | - | - |"
-        )
-    rtf = {s: args.seconds / med[s]["total"] for s in med}
+        values = [fmt.format(med[n][key]) for n in names]
+        o = med["official"][key]
+        ratios = [f"{med[n][key] / o:.2f}" if o else "-" for n in names[1:]]
+        lines.append(f"| {label} | " + " | ".join(values + ratios) + " |")
     lines.append(
-        f"| RTF (audio s / wall s) | {rtf['official']:.2f} | {rtf['ours']:.2f} | {rtf['ours'] / rtf['official']:.2f} |"
+        "| audio vs the official (relative L2) | - | "
+        + " | ".join(f"{difference[n]:.2e}" for n in names[1:])
+        + " |"
+        + " - |" * (len(names) - 1)
     )
+    if long_songs:
+        names = ["official", "official overlapped", "ours"]
+        lines += [
+            "",
+            "Long songs, decode only (latents to 48 kHz audio, random latents, one run each). official: "
+            "`MusicDCAE.decode`, one pass; official overlapped: its `decode_overlap` (the app's low-memory option); "
+            "ours: `MusicDCAE.decode`, windowed. Memory: peak working memory of the decode (weights not included). "
+            "Seam: our windowed decode against one pass of our decoder over the whole song (relative L2).",
+            "",
+            "| seconds | "
+            + " | ".join(f"{n} (s)" for n in names)
+            + " | "
+            + " | ".join(f"{n} (GiB)" for n in names)
+            + " | ours time / official | ours memory / official | seam |",
+            "|---:|" + "---:|" * (2 * len(names) + 3),
+        ]
+        for seconds in long_songs:
+            r = long_runs[seconds]
+            o, u = r["official"], r["ours"]
+            lines.append(
+                f"| {seconds:g} | "
+                + " | ".join(f"{r[n]['time']:.2f}" for n in names)
+                + " | "
+                + " | ".join(f"{r[n]['working']:.3f}" for n in names)
+                + f" | {u['time'] / o['time']:.2f} | {u['working'] / o['working']:.2f} | {r['seam']:.1e} |"
+            )
     device = machine(args.device)
     header = [
-        f"# Sampling benchmark: {args.size} weights on {args.device}",
+        f"# Generation benchmark: {args.size} weights on {args.device}",
         "",
         f"- date: {time.strftime('%Y-%m-%d')}",
         f"- device: {device}"
         + (f", load average {os.getloadavg()[0]:.1f} at the end" if args.device == "cpu" else ""),
         f"- torch {torch.__version__}, Python {platform.python_version()}, dtype {dtype_name}, "
-        f"float32 matmul precision highest",
+        f"float32 matmul precision highest"
+        + (f", CUDA driver {cuda_driver()}" if args.device == "cuda" else ""),
         f"- configuration: {args.seconds:g} s, {args.steps} steps, euler, APG (guidance 15, interval 0.5), "
-        "ERG tag/lyric/diffusion on, omega 10, batch 1, seeds 1234/5678",
-        f"- median of {args.repeats} runs after one warm-up, both pipelines in one process, alternating",
+        "ERG tag/lyric/diffusion on, omega 10, batch 1, seeds 1234/5678, prompt to 48 kHz audio",
+        f"- median of {args.repeats} runs after one warm-up, all pipelines in one process, alternating",
         f"- weights: {'tests/golden/tiny' if args.size == 'tiny' else 'full-size random (released configs)'}",
-        f"- our audio vs the official: relative L2 {difference:.2e}",
+        "- ours fp8: the DiT's matrices stored as float8_e4m3fn, computed in the dtype above (`--dit-weight-dtype`)",
+        "- memory: "
+        + ("CUDA allocator peak" if args.device == "cuda" else "peak resident set (VmHWM)")
+        + " during the call above what was allocated before it, plus the pipeline's own weights",
         "",
         "Command:",
         "",
@@ -372,6 +521,16 @@ def report(args, dtype_name: str, runs: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     print(f"wrote {out}")
+
+
+def cuda_driver() -> str:
+    try:
+        import subprocess
+
+        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 if __name__ == "__main__":
