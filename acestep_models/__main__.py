@@ -102,12 +102,10 @@ def check(args: argparse.Namespace) -> None:
 
     from .checkpoint import load_all
     from .music_dcae import OUTPUT_SAMPLE_RATE, frames_for_seconds
-    from .ops import STORAGE_DTYPES
     from .text_encoder import encode_text
 
     path = find_checkpoint(args.checkpoint, args.download)
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
-    storage = STORAGE_DTYPES.get(args.dit_weight_dtype)
+    dtype, storage = _precision(args)
     clock = time.perf_counter()
 
     def step(what: str) -> None:
@@ -167,6 +165,15 @@ STORAGE_HELP = (
     "fp8_e5m2), cast to --dtype per layer: a quarter of the float32 memory, each weight rounded to 3 or 2 "
     "mantissa bits"
 )
+
+
+def _precision(args: argparse.Namespace):
+    """(compute dtype, DiT weight-storage dtype or None) from --dtype and --dit-weight-dtype."""
+    import torch
+
+    from .ops import STORAGE_DTYPES
+
+    return getattr(torch, args.dtype), STORAGE_DTYPES.get(args.dit_weight_dtype)
 
 
 def _storage_argument(p: argparse.ArgumentParser) -> None:
@@ -272,7 +279,6 @@ def _check_lora(params: dict) -> None:
 
 
 def generate(args: argparse.Namespace) -> None:
-    import torch
 
     from .audio_io import WRITE_FORMATS, AudioError, load_audio
     from .params import (
@@ -313,13 +319,11 @@ def generate(args: argparse.Namespace) -> None:
     paths = _output_paths(out, params["batch_size"])
 
     from .checkpoint import load_all
-    from .ops import STORAGE_DTYPES
     from .pipeline import Interrupted
     from .pipeline import generate as run_pipeline
 
     path = find_checkpoint(args.checkpoint, download=False)
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
-    storage = STORAGE_DTYPES.get(args.dit_weight_dtype)
+    dtype, storage = _precision(args)
     clock = time.perf_counter()
     try:
         models = load_all(path, dtype=dtype, device=args.device, vocab=args.vocab, dit_weight_dtype=storage)

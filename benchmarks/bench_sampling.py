@@ -216,6 +216,19 @@ class Memory:
             return torch.cuda.max_memory_allocated() - self.base
         return self._status("VmHWM") - self.base
 
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def measure(self, fn):
+        """(fn(), its wall time in seconds, its peak working memory in bytes)."""
+        gc.collect()
+        self.start()
+        start = time.perf_counter()
+        result = fn()
+        self.sync()
+        return result, time.perf_counter() - start, self.peak()
+
 
 def tensor_bytes(*modules: torch.nn.Module) -> int:
     seen = {}
@@ -234,7 +247,7 @@ class Side:
         self.rows = 0
         self.weights = tensor_bytes(text_encoder, dit, vae)
         self.memory = Memory(device)
-        sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+        sync = self.memory.sync
 
         def mark(what):
             def hook(*_):
@@ -262,18 +275,11 @@ class Side:
                     return out
 
                 object.__setattr__(vae, method, timed)
-        self.sync = sync
 
     def __call__(self, steps: int, seconds: float) -> dict:
         self.events.clear()
         self.rows = 0
-        gc.collect()
-        self.memory.start()
-        start = time.perf_counter()
-        audio = self.run(seconds)
-        self.sync()
-        total = time.perf_counter() - start
-        working = self.memory.peak()
+        audio, total, working = self.memory.measure(lambda: self.run(seconds))
         ev = self.events
 
         def inside(what):
@@ -398,15 +404,11 @@ def decode_run(decoders: dict, vae, seconds: float, device: str, dtype) -> dict:
 
     z = torch.randn(1, 8, 16, frames_for_seconds(seconds), generator=torch.Generator().manual_seed(0))
     z = z.to(device, dtype)
-    memory, sync = Memory(device), (torch.cuda.synchronize if device.startswith("cuda") else (lambda: None))
+    memory = Memory(device)
     result = {}
     for name, decode in decoders.items():
-        gc.collect()
-        memory.start()
-        start = time.perf_counter()
-        audio = decode(z)
-        sync()
-        result[name] = dict(time=time.perf_counter() - start, working=memory.peak() / 2**30)
+        audio, seconds_taken, working = memory.measure(lambda decode=decode: decode(z))
+        result[name] = dict(time=seconds_taken, working=working / 2**30)
         if name == "ours":
             windowed = audio[0].float()
         del audio
@@ -524,9 +526,9 @@ def report(args, dtype_name: str, runs: dict, long_runs: dict, long_songs: list[
 
 
 def cuda_driver() -> str:
-    try:
-        import subprocess
+    import subprocess
 
+    try:
         return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                               capture_output=True, text=True, timeout=30).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError):
