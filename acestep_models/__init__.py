@@ -1,4 +1,5 @@
-"""ACE-Step v1 in pure PyTorch: the models, their loaders and the lyric front end.
+"""ACE-Step in pure PyTorch: the models of each generation, their loaders, samplers and front ends.
 
-Nothing here imports ComfyUI; the nodes in ``nodes/`` are a thin layer over this package.
+``common/`` holds what the generations share, ``v1/`` ACE-Step v1. Nothing here imports ComfyUI; the nodes in
+``nodes/`` are a thin layer over this package.
 """

@@ -31,7 +31,7 @@ class CliError(Exception):
 
 
 def tokenize_lyrics(args: argparse.Namespace) -> None:
-    from .lyric_tokenizer import LyricTokenizer, find_lyric_vocab
+    from .v1.lyric_tokenizer import LyricTokenizer, find_lyric_vocab
 
     missing = [f for f in args.files if not Path(f).is_file()]
     if missing:
@@ -100,9 +100,9 @@ def check(args: argparse.Namespace) -> None:
     import soundfile
     import torch
 
-    from .checkpoint import load_all
-    from .music_dcae import OUTPUT_SAMPLE_RATE, frames_for_seconds
-    from .text_encoder import encode_text
+    from .v1.checkpoint import load_all
+    from .v1.music_dcae import OUTPUT_SAMPLE_RATE, frames_for_seconds
+    from .v1.text_encoder import encode_text
 
     path = find_checkpoint(args.checkpoint, args.download)
     dtype, storage = _precision(args)
@@ -171,7 +171,7 @@ def _precision(args: argparse.Namespace):
     """(compute dtype, DiT weight-storage dtype or None) from --dtype and --dit-weight-dtype."""
     import torch
 
-    from .ops import STORAGE_DTYPES
+    from .common.ops import STORAGE_DTYPES
 
     return getattr(torch, args.dtype), STORAGE_DTYPES.get(args.dit_weight_dtype)
 
@@ -185,7 +185,7 @@ def _flag(key: str) -> str:
 
 
 def _metavar(key: str) -> str:
-    from . import params as P
+    from .v1 import params as P
 
     kinds = {
         "N": P.INT_KEYS,
@@ -250,8 +250,8 @@ class _Progress:
 def _write_outputs(result, params: dict, paths: list[tuple[Path, Path]]) -> None:
     """Each item's audio and its parameter file, all or none: a failure or a second Ctrl-C midway removes what
     this run had written."""
-    from .audio_io import save_audio
-    from .params import to_official_file
+    from .common.audio_io import save_audio
+    from .v1.params import to_official_file
 
     done: list[Path] = []
     try:
@@ -280,8 +280,8 @@ def _check_lora(params: dict) -> None:
 
 def generate(args: argparse.Namespace) -> None:
 
-    from .audio_io import WRITE_FORMATS, AudioError, load_audio
-    from .params import (
+    from .common.audio_io import WRITE_FORMATS, AudioError, load_audio
+    from .v1.params import (
         OFFICIAL_KEYS,
         SOURCE_TASKS,
         ParamsError,
@@ -318,9 +318,9 @@ def generate(args: argparse.Namespace) -> None:
         raise CliError(str(e)) from e
     paths = _output_paths(out, params["batch_size"])
 
-    from .checkpoint import load_all
-    from .pipeline import Interrupted
-    from .pipeline import generate as run_pipeline
+    from .v1.checkpoint import load_all
+    from .v1.pipeline import Interrupted
+    from .v1.pipeline import generate as run_pipeline
 
     path = find_checkpoint(args.checkpoint, download=False)
     dtype, storage = _precision(args)
@@ -416,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     _storage_argument(p)
     p.set_defaults(func=check)
 
-    from .params import CHOICES, OFFICIAL_DEFAULTS
+    from .v1.params import CHOICES, OFFICIAL_DEFAULTS
 
     p = commands.add_parser(
         "generate",

@@ -4,7 +4,7 @@ one process and one run.
     ACESTEP_REF=/work/ref/ACE-Step /work/venvs/ref/bin/python benchmarks/bench_sampling.py --device cpu --size tiny
 
 Runs the official ``ACEStepPipeline.__call__`` (imported from the checkout in ``$ACESTEP_REF``), our
-``acestep_models.pipeline.generate``, and ours with the DiT's matrices stored in float8 (the low-memory mode,
+``acestep_models.v1.pipeline.generate``, and ours with the DiT's matrices stored in float8 (the low-memory mode,
 ``--dit-weight-dtype fp8_e4m3fn``) on one configuration (default: 10 s, 10 steps, euler, APG, ERG on, the official
 defaults otherwise), alternately, ``--repeats`` times after a warm-up, and prints the median of each measure with
 the ratios to the official. Then the long songs (``--long``, default 240 and 480 s), once each, official and ours.
@@ -342,9 +342,9 @@ def main() -> None:
 
     # the official import sets "high" (TF32); compare in full fp32
     torch.set_float32_matmul_precision("highest")
-    from acestep_models.checkpoint import load_all
-    from acestep_models.params import load_params
-    from acestep_models.pipeline import generate
+    from acestep_models.v1.checkpoint import load_all
+    from acestep_models.v1.params import load_params
+    from acestep_models.v1.pipeline import generate
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_sampling_"))
     try:
@@ -400,7 +400,7 @@ def main() -> None:
 def decode_run(decoders: dict, vae, seconds: float, device: str, dtype) -> dict:
     """Each decoder once on the same random latents of ``seconds``: time and peak working memory; and the seam
     measure: our windowed decode against one pass of our DCAE decoder and vocoder over the whole song."""
-    from acestep_models.music_dcae import frames_for_seconds
+    from acestep_models.v1.music_dcae import frames_for_seconds
 
     z = torch.randn(1, 8, 16, frames_for_seconds(seconds), generator=torch.Generator().manual_seed(0))
     z = z.to(device, dtype)

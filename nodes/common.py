@@ -243,7 +243,7 @@ class ModelHandle:
 
 @dataclass
 class AceStepDiT(ModelHandle):
-    """The ACE-Step transformer (with its lyric encoder): ``acestep_models.dit.ACEStepTransformer``."""
+    """The ACE-Step transformer (with its lyric encoder): ``acestep_models.v1.dit.ACEStepTransformer``."""
 
     @property
     def config(self):
@@ -252,11 +252,11 @@ class AceStepDiT(ModelHandle):
 
 @dataclass
 class AceStepVAE(ModelHandle):
-    """Music DCAE + vocoder: audio <-> latents [B, 8, 16, T] (``acestep_models.music_dcae.MusicDCAE``)."""
+    """Music DCAE + vocoder: audio <-> latents [B, 8, 16, T] (``acestep_models.v1.music_dcae.MusicDCAE``)."""
 
     def encode(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
         """Audio [B, C, N] (C = 1 or 2) -> latents [B, 8, 16, T] float32 on ComfyUI's intermediate device."""
-        from ..acestep_models.music_dcae import DCAE_WINDOW, SAMPLES_PER_FRAME, VAE_SAMPLE_RATE
+        from ..acestep_models.v1.music_dcae import DCAE_WINDOW, SAMPLES_PER_FRAME, VAE_SAMPLE_RATE
 
         n44 = waveform.shape[-1] * VAE_SAMPLE_RATE // max(sample_rate, 1)
         # ComfyUI's memory estimate for its ACE VAE, over one encoder window
@@ -272,7 +272,7 @@ class AceStepVAE(ModelHandle):
 
     def decode(self, latents: torch.Tensor, sample_rate: int) -> torch.Tensor:
         """Latents [B, 8, 16, T] -> audio [B, 2, N] float32 at ``sample_rate`` on the intermediate device."""
-        from ..acestep_models.music_dcae import DCAE_WINDOW
+        from ..acestep_models.v1.music_dcae import DCAE_WINDOW
 
         need = min(latents.shape[-1], DCAE_WINDOW) * LATENT_HEIGHT * 87000 * mm.dtype_size(self.dtype)
         model = self.load(memory_required=need)
@@ -286,7 +286,7 @@ class AceStepVAE(ModelHandle):
 
 @dataclass
 class AceStepTextEncoder(ModelHandle):
-    """UMT5 encoder and its tokenizer (``acestep_models.text_encoder``)."""
+    """UMT5 encoder and its tokenizer (``acestep_models.v1.text_encoder``)."""
 
     tokenizer: object = None
 

@@ -1,5 +1,5 @@
 """Conditioning: the style prompt (tags) through UMT5 and the lyrics through the lyric tokenizer, into what the DiT is
-conditioned on (``acestep_models.conditioning.Conditioning``), as the official pipeline prepares them.
+conditioned on (``acestep_models.v1.conditioning.Conditioning``), as the official pipeline prepares them.
 
 The text encoder runs on the device ComfyUI's model manager gives it; the result is kept on ComfyUI's intermediate
 device (small: a few hundred vectors), so the text encoder can be offloaded before sampling.
@@ -25,7 +25,7 @@ from .common import (
     node_error,
 )
 
-# Our conditioning travels on this socket: an ``acestep_models.conditioning.Conditioning`` (batch 1).
+# Our conditioning travels on this socket: an ``acestep_models.v1.conditioning.Conditioning`` (batch 1).
 AceStepConditioning = io.Custom("ACESTEP_CONDITIONING")
 
 OFFICIAL_SPEAKER_DIM = 512  # official ACEStepTransformer2DModel speaker_embedding_dim
@@ -53,7 +53,7 @@ def encode(
 
     Without a speaker embedding the speaker is zeros of the official width; ``fit_to_dit`` resizes those zeros to
     the DiT that samples (the official release always feeds zeros)."""
-    from ..acestep_models.conditioning import encode_conditioning
+    from ..acestep_models.v1.conditioning import encode_conditioning
 
     if speaker is not None and speaker.embedding is not None:
         vector = speaker.embedding.reshape(1, -1)
@@ -94,7 +94,7 @@ def fit_to_dit(node: str, input: str, cond, dit) -> object:
 
 
 def check_conditioning(node: str, input: str, cond):
-    from ..acestep_models.conditioning import Conditioning
+    from ..acestep_models.v1.conditioning import Conditioning
 
     if not isinstance(cond, Conditioning):
         raise node_error(

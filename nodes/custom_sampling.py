@@ -7,7 +7,7 @@ alike), a flow model ``x_sigma = (1 - sigma) x0 + sigma noise`` with sigma in [0
 ``1000 sigma``, SIGMAS ending in 0, and a guider returning the x0 prediction ``x - sigma v`` to ComfyUI's samplers.
 
 ``AceStepNoise`` + ``AceStepGuider`` + ``AceStepSamplerSelect`` + ``AceStepScheduler`` in ``SamplerCustomAdvanced``
-give the official text2music result (``acestep_models.pipeline.generate``). There the sampler takes the guided velocity
+give the official text2music result (``acestep_models.v1.pipeline.generate``). There the sampler takes the guided velocity
 straight from the guider, as the official loop does; with a core sampler, a denoise mask, or our sampler under
 another guider, the velocity is recovered from the x0 prediction (``(x - x0) / sigma``, equal to rounding).
 """
@@ -40,7 +40,7 @@ from .conditioning import AceStepConditioning, check_conditioning, fit_to_dit
 from .sampling import MAX_SEED, load_dit, make_generators, parse_oss_steps
 
 STEPPERS = ["euler", "heun", "pingpong"]  # official FlowMatch{Euler,Heun,PingPong}Scheduler step rules
-CFG_TYPES = ["apg", "cfg", "cfg_star"]  # acestep_models.guidance.CFG_TYPES
+CFG_TYPES = ["apg", "cfg", "cfg_star"]  # acestep_models.common.guidance.CFG_TYPES
 # official schedulers' shift and DiT timestep scale (ComfyUI's ACE model_sampling: shift 3, multiplier 1000)
 SHIFT, TIMESTEP_MULTIPLIER = 3.0, 1000
 
@@ -94,7 +94,7 @@ class _GuidedVelocity:
     corrector is a step of its own); an optional negative replaces the official null branch."""
 
     def __init__(self, dit, positive, negative, settings, batch: int, steps: int):
-        from ..acestep_models import sampler as S
+        from ..acestep_models.v1 import sampler as S
 
         self.dit, self.settings, self.S = dit, settings, S
         branches = S.encode_branches(dit, positive, batch, settings)
@@ -349,7 +349,7 @@ class AceStepGuider(io.ComfyNode):
         use_erg_lyric: bool = True,
         use_erg_diffusion: bool = True,
     ) -> io.NodeOutput:
-        from ..acestep_models.sampler import SamplerSettings
+        from ..acestep_models.v1.sampler import SamplerSettings
 
         settings = SamplerSettings(
             guidance_scale=guidance_scale,
@@ -376,7 +376,7 @@ def _stepper_schedule(kind: str, sigmas: torch.Tensor):
     """The engine's ``Schedule`` over ComfyUI sigmas ``[s0 .. sN]``: one entry per DiT call. Heun (official
     ``FlowMatchHeunDiscreteScheduler``) repeats every sigma after the first, its corrector evaluating at the next
     sigma; no corrector after a step to 0."""
-    from ..acestep_models.schedulers import NUM_TRAIN_TIMESTEPS, Schedule
+    from ..acestep_models.v1.schedulers import NUM_TRAIN_TIMESTEPS, Schedule
 
     steps = len(sigmas) - 1
     if kind == "heun":
@@ -389,7 +389,7 @@ def _stepper_schedule(kind: str, sigmas: torch.Tensor):
 
 def _pingpong_generator(x: torch.Tensor, seed, dtype: torch.dtype) -> torch.Generator:
     """The official PingPong draws its fresh noise from the first batch item's generator, after that generator drew
-    the item's starting noise (``sampler.batch_noise``): the same seed and draw here continue the same stream."""
+    the item's starting noise (``common.noise.batch_noise``): the same seed and draw here continue the same stream."""
     g = torch.Generator(device=x.device).manual_seed(int(seed or 0))
     torch.randn((1, *x.shape[1:]), generator=g, device=x.device, dtype=dtype)
     return g
@@ -397,14 +397,14 @@ def _pingpong_generator(x: torch.Tensor, seed, dtype: torch.dtype) -> torch.Gene
 
 @torch.no_grad()
 def sample_official(model, x, sigmas, extra_args=None, callback=None, disable=None, kind="euler", omega=10.0):
-    """The official Euler / Heun / PingPong step rules (``acestep_models.schedulers.Stepper``, with the omega mean
+    """The official Euler / Heun / PingPong step rules (``acestep_models.v1.schedulers.Stepper``, with the omega mean
     shift) as a k-diffusion style sampler for ``comfy.samplers.KSAMPLER``.
 
     ``model``: ComfyUI's inpaint wrapper around the guider (``KSamplerX0Inpaint``, which also holds the unscaled
     noise and the latent). Under ACE-Step Guider without a denoise mask the guided velocity comes straight from the
     guider and the latents live in the DiT's dtype between steps, as official; otherwise the velocity is
     ``(x - x0) / sigma`` from the x0 prediction (ComfyUI's flow models), equal to rounding."""
-    from ..acestep_models.schedulers import Stepper
+    from ..acestep_models.v1.schedulers import Stepper
 
     extra_args = {} if extra_args is None else extra_args
     guider = getattr(model, "inner_model", None)
@@ -533,7 +533,7 @@ class AceStepScheduler(io.ComfyNode):
 
     @classmethod
     def execute(cls, steps: int, denoise: float, oss_steps: str = "", dit=None) -> io.NodeOutput:
-        from ..acestep_models.schedulers import make_schedule, oss_schedule
+        from ..acestep_models.v1.schedulers import make_schedule, oss_schedule
 
         oss = parse_oss_steps(cls.TITLE, oss_steps)
         infer_steps = max(oss) if oss else steps
@@ -556,7 +556,7 @@ class AceStepScheduler(io.ComfyNode):
 class OfficialNoise:
     """ComfyUI's NOISE protocol (``seed``, ``generate_noise(latent)``) with ACE-Step Sampler's official draws: one
     generator per batch item seeded seed, seed + 1, ... on ``device`` (the official ``manual_seeds``), standard
-    normal ``[1, 8, 16, T]`` each in ``dtype`` (``sampler.batch_noise``); returned float32 on the CPU, as ComfyUI's
+    normal ``[1, 8, 16, T]`` each in ``dtype`` (``common.noise.batch_noise``); returned float32 on the CPU, as ComfyUI's
     noise is."""
 
     def __init__(self, seed: int, device: torch.device, dtype: torch.dtype):
@@ -564,7 +564,7 @@ class OfficialNoise:
         self.seed, self.device, self.dtype = seed, device, dtype
 
     def generate_noise(self, input_latent: dict) -> torch.Tensor:
-        from ..acestep_models.sampler import batch_noise
+        from ..acestep_models.common.noise import batch_noise
 
         samples = input_latent["samples"]
         generators = make_generators(AceStepNoise.TITLE, "official", self.seed, samples.shape[0], self.device)

@@ -37,7 +37,7 @@ OUTPUT_RATES = [48000, 44100]  # official latents2audio writes 48 kHz; 44.1 kHz 
 
 def frames_for_seconds(seconds: float) -> int:
     """Latent frames for a duration, as the official pipeline (and ComfyUI's EmptyAceStepLatentAudio) count them."""
-    from ..acestep_models.music_dcae import frames_for_seconds as engine_frames_for_seconds
+    from ..acestep_models.v1.music_dcae import frames_for_seconds as engine_frames_for_seconds
 
     return engine_frames_for_seconds(seconds)
 

@@ -68,7 +68,7 @@ WEIGHT_DTYPE_TOOLTIP = (
 
 
 def _weight_dtype_input() -> io.Input:
-    from ..acestep_models.ops import STORAGE_DTYPES
+    from ..acestep_models.common.ops import STORAGE_DTYPES
 
     return advanced(
         io.Combo.Input(
@@ -92,8 +92,8 @@ def _files_tooltip(kind: str, what: str) -> str:
 def load_dit(
     node: str, input: str, value: str, dtype_choice: str, storage_choice: str = DEFAULT_STORAGE
 ) -> AceStepDiT:
-    from ..acestep_models.checkpoint import load_dit as engine_load_dit
-    from ..acestep_models.ops import STORAGE_DTYPES
+    from ..acestep_models.common.ops import STORAGE_DTYPES
+    from ..acestep_models.v1.checkpoint import load_dit as engine_load_dit
 
     path = resolve_model(node, input, value)
     device, offload = mm.get_torch_device(), mm.unet_offload_device()
@@ -113,7 +113,7 @@ def load_dit(
 def load_vae(
     node: str, input: str, value: str, dtype_choice: str, vocoder_value: str | None = None
 ) -> AceStepVAE:
-    from ..acestep_models.checkpoint import load_music_dcae
+    from ..acestep_models.v1.checkpoint import load_music_dcae
 
     path = resolve_model(node, input, value)
     vocoder = resolve_model(node, "vocoder_name", vocoder_value) if vocoder_value else None
@@ -126,7 +126,7 @@ def load_vae(
 
 
 def load_text_encoder(node: str, input: str, value: str, dtype_choice: str) -> AceStepTextEncoder:
-    from ..acestep_models.checkpoint import load_text_encoder as engine_load_text_encoder
+    from ..acestep_models.v1.checkpoint import load_text_encoder as engine_load_text_encoder
 
     path = resolve_model(node, input, value)
     device, offload = mm.text_encoder_device(), mm.text_encoder_offload_device()
@@ -138,8 +138,8 @@ def load_text_encoder(node: str, input: str, value: str, dtype_choice: str) -> A
 
 
 def load_lyric_tokenizer(node: str, input: str, value: str | None, near=None):
-    from ..acestep_models.lyric_tokenizer import LyricTokenizer as EngineLyricTokenizer
-    from ..acestep_models.lyric_tokenizer import find_lyric_vocab
+    from ..acestep_models.v1.lyric_tokenizer import LyricTokenizer as EngineLyricTokenizer
+    from ..acestep_models.v1.lyric_tokenizer import find_lyric_vocab
 
     fix = (
         "Use 'auto' (ComfyUI ships the vocabulary in comfy/text_encoders/ace_lyrics_tokenizer/vocab.json), or give "

@@ -2,7 +2,7 @@
 the base weights are loaded once and never reloaded, and ComfyUI merges (or, with ``--lowvram``, applies per layer)
 and removes the patches as models come and go.
 
-The LoRA file is read by ``acestep_models.lora.load_lora`` (the official PEFT format and the others it accepts,
+The LoRA file is read by ``acestep_models.v1.lora.load_lora`` (the official PEFT format and the others it accepts,
 with the official scale semantics); its patches become ComfyUI's own LoRA adapters, so the patched weight is
 ``W + strength * scale * up @ down`` as the official pipeline merges it at ``lora_weight = strength``.
 """
@@ -25,10 +25,10 @@ def comfy_patches(node: str, lora, model) -> dict:
     """{DiT weight key: ComfyUI LoRA adapter} at strength 1, checked against the DiT's weights.
 
     ComfyUI's adapter adds ``strength * alpha / rank * up @ down``: ``alpha = scale * rank`` makes that the engine's
-    ``strength * scale * up @ down`` (``acestep_models.lora.lora_patches``)."""
+    ``strength * scale * up @ down`` (``acestep_models.v1.lora.lora_patches``)."""
     from comfy.weight_adapter.lora import LoRAAdapter
 
-    from ..acestep_models.lora import lora_patches
+    from ..acestep_models.v1.lora import lora_patches
 
     params = dict(model.named_parameters())
     patches, problems = {}, []
@@ -87,7 +87,7 @@ class AceStepLoraLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, dit, lora_name: str, strength: float) -> io.NodeOutput:
-        from ..acestep_models.lora import load_lora
+        from ..acestep_models.v1.lora import load_lora
 
         path = folder_paths.get_full_path(LORA_FOLDER, lora_name)
         if path is None:

@@ -5,7 +5,7 @@ repaint the masked frames of the latent (all ones: a retake, the official "vary 
 by ACE-Step Extend Latent: an extend), a reference latent makes it audio2audio. ``ACE-Step Edit`` is the official
 flow-edit: it moves a song from its own prompt/lyrics towards target ones.
 
-Both do exactly what ``acestep_models.pipeline.generate`` does with the same settings (the official pipeline), on
+Both do exactly what ``acestep_models.v1.pipeline.generate`` does with the same settings (the official pipeline), on
 the DiT ComfyUI's model manager loaded (``--cpu``, ``--lowvram`` and LoRA patches included), with ComfyUI's progress
 bar, a latent preview per step (when ComfyUI runs with ``--preview-method``) and its Cancel button.
 """
@@ -456,7 +456,7 @@ class AceStepSampler(io.ComfyNode):
         oss_steps: str = "",
         noise_mode: str = "official",
     ) -> io.NodeOutput:
-        from ..acestep_models import sampler as S
+        from ..acestep_models.v1 import sampler as S
 
         node = cls.TITLE
         cond = check_conditioning(node, "conditioning", conditioning)
@@ -635,7 +635,7 @@ class AceStepFlowEdit(io.ComfyNode):
         n_avg: int,
         noise_mode: str = "official",
     ) -> io.NodeOutput:
-        from ..acestep_models import sampler as S
+        from ..acestep_models.v1 import sampler as S
 
         node = cls.TITLE
         src_cond = check_conditioning(node, "conditioning", conditioning)

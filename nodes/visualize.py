@@ -73,7 +73,7 @@ def waveform_image(wav: torch.Tensor, width: int, height: int, normalize: bool =
 def spectrogram_image(wav: torch.Tensor, rate: int, width: int, height: int) -> torch.Tensor:
     """wav [C, N] -> [height, width, 3]: the mono mix's log-mel spectrogram (low notes at the bottom), the loudest
     point white-yellow and 80 dB below it black."""
-    from ..acestep_models.mel import mel_filterbank
+    from ..acestep_models.v1.mel import mel_filterbank
 
     mono = wav.mean(0)
     n_fft = 2048 if rate >= 32000 else 1024

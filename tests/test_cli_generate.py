@@ -14,15 +14,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from acestep_models.music_dcae import frames_for_seconds, samples_for_frames
+from acestep_models.v1.music_dcae import frames_for_seconds, samples_for_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "golden" / "tiny"
 PIPELINE_GOLDEN = ROOT / "tests" / "golden" / "pipeline"
-NEEDS_PIPELINE = pytest.mark.skipif(
-    not (ROOT / "acestep_models" / "pipeline.py").is_file(),
-    reason="acestep_models/pipeline.py not written yet",
-)
 SONG = {
     "prompt": "pop, synth, drums, 120 BPM",
     "lyrics": "[verse]\nLights on the river\n[chorus]\nSing it out loud",
@@ -53,7 +49,6 @@ def relative_l2(ours: np.ndarray, ref: np.ndarray) -> float:
     return float(np.linalg.norm(ours - ref) / np.linalg.norm(ref))
 
 
-@NEEDS_PIPELINE
 def test_text2music_writes_audio_and_parameters_that_replay_it(lyric_vocab, tmp_path):
     params = tmp_path / "song.json"
     params.write_text(json.dumps(SONG))
@@ -82,7 +77,6 @@ def test_text2music_writes_audio_and_parameters_that_replay_it(lyric_vocab, tmp_
     assert np.array_equal(read(replay), audio)  # bit for bit
 
 
-@NEEDS_PIPELINE
 def test_a_batch_writes_one_file_per_song(lyric_vocab, tmp_path):
     out = tmp_path / "batch.flac"
     run = cli("--checkpoint", str(TINY), "--vocab", str(lyric_vocab), "--out", str(out), "--prompt", "jazz",
@@ -154,7 +148,6 @@ def test_an_official_parameter_file_is_checked_and_its_errors_name_the_file(tmp_
     assert run.stderr.strip() == "error: guidance_scale=-1.0: expected 0 or more"
 
 
-@NEEDS_PIPELINE
 def test_ctrl_c_stops_cleanly_and_writes_nothing(lyric_vocab, tmp_path):
     out = tmp_path / "long.wav"
     proc = subprocess.Popen(
@@ -191,7 +184,6 @@ def pipeline_cases() -> list[str]:
     return [name for name, case in cases.items() if name in stored and not case.get("long_src")]
 
 
-@NEEDS_PIPELINE
 @pytest.mark.parametrize("case", pipeline_cases() or [None])
 def test_cli_output_equals_the_official_audio(case, lyric_vocab, tmp_path):
     """The official call's keywords as a parameter file (the seeds it drew included) through the CLI."""
@@ -219,13 +211,12 @@ def test_cli_output_equals_the_official_audio(case, lyric_vocab, tmp_path):
         assert relative_l2(ours, item) < 1e-4
 
 
-@NEEDS_PIPELINE
 def test_float8_dit_weights_from_the_command_line(lyric_vocab, tmp_path):
     """``--dit-weight-dtype fp8_e4m3fn`` (the low-memory mode) makes what the engine makes with float8 DiT weights."""
     import torch
 
-    from acestep_models.checkpoint import load_all
-    from acestep_models.pipeline import generate
+    from acestep_models.v1.checkpoint import load_all
+    from acestep_models.v1.pipeline import generate
 
     song = {**SONG, "infer_step": 3, "manual_seeds": 7, "retake_seeds": 8}
     params = tmp_path / "song.json"
@@ -247,6 +238,6 @@ def test_float8_dit_weights_from_the_command_line(lyric_vocab, tmp_path):
 
 def test_storage_choices_are_the_engines():
     from acestep_models.__main__ import STORAGE_CHOICES
-    from acestep_models.ops import STORAGE_DTYPES
+    from acestep_models.common.ops import STORAGE_DTYPES
 
     assert STORAGE_CHOICES == ("default", *STORAGE_DTYPES)

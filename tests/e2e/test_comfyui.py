@@ -52,7 +52,7 @@ OUR_TYPES = {
 
 
 def samples_48k(frames: int) -> int:
-    from acestep_models.music_dcae import samples_for_frames
+    from acestep_models.v1.music_dcae import samples_for_frames
 
     return samples_for_frames(frames)
 

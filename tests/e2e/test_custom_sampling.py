@@ -1,6 +1,6 @@
 """Custom sampling in a real ComfyUI: our GUIDER, SAMPLER, SIGMAS and NOISE in core ``SamplerCustomAdvanced``.
 
-With ACE-Step Noise, Guider, Sampler Select and Scheduler the graph gives what ``acestep_models.pipeline.generate``
+With ACE-Step Noise, Guider, Sampler Select and Scheduler the graph gives what ``acestep_models.v1.pipeline.generate``
 gives for the same settings (the official pipeline); core samplers (KSamplerSelect) and core noise run with our guider;
 ComfyUI's own ACE latents (``EmptyAceStepLatentAudio``) and latent masks (``SetLatentNoiseMask``) go through it.
 
@@ -67,7 +67,7 @@ def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
 @pytest.fixture(scope="module")
 def models(lyric_vocab):
     """The tiny checkpoint in this process, as the engine's users load it (the same files ComfyUI loads)."""
-    from acestep_models import checkpoint
+    from acestep_models.v1 import checkpoint
     from tiny_checkpoints import TINY
 
     return checkpoint.load_all(TINY, dtype=torch.float32, vocab=lyric_vocab)
@@ -75,7 +75,7 @@ def models(lyric_vocab):
 
 def official(models, case: dict, decode: bool = False):
     """``pipeline.generate`` with a case's settings (batch item i seeded seed + i, as ACE-Step Noise draws)."""
-    from acestep_models.pipeline import generate
+    from acestep_models.v1.pipeline import generate
 
     params = {k: v for k, v in case.items() if k != "seed"}
     batch = case.get("batch_size", 1)
@@ -287,7 +287,7 @@ def test_core_samplers_and_noise_with_our_guider(comfy, frontend):
         assert torch.isfinite(latent).all(), name
         assert latent.std() > 0.01, name
     audio, rate = saved_audio(comfy, run, ids["audio"])
-    from acestep_models.music_dcae import samples_for_frames
+    from acestep_models.v1.music_dcae import samples_for_frames
 
     assert (rate, audio.shape) == (48000, (samples_for_frames(21), 2))
     assert np.isfinite(audio).all() and np.sqrt(np.mean(audio**2)) > 1e-4

@@ -434,13 +434,13 @@ def in_comfyui(tmp_path: Path, code: str) -> dict:
 
 def test_lora_patches_equal_the_engines_merge(tmp_path):
     """ComfyUI's patched weights (ModelPatcher.clone + add_patches, merged when the model loads) equal
-    acestep_models.lora.apply_lora's; strength 0 leaves the DiT as it was; LoRAs stack; the base comes back."""
+    acestep_models.v1.lora.apply_lora's; strength 0 leaves the DiT as it was; LoRAs stack; the base comes back."""
     golden = ROOT / "tests" / "golden"
     result = in_comfyui(
         tmp_path,
         f"""
-        from acestep_pack.acestep_models.checkpoint import load_dit
-        from acestep_pack.acestep_models.lora import apply_lora
+        from acestep_pack.acestep_models.v1.checkpoint import load_dit
+        from acestep_pack.acestep_models.v1.lora import apply_lora
         from acestep_pack.nodes import loaders, lora
         folder_paths.add_model_folder_path("acestep", {str(golden)!r})
         folder_paths.add_model_folder_path("loras", {str(golden / "lora")!r})
@@ -489,7 +489,7 @@ def test_comfy_noise_is_comfyuis_prepare_noise(tmp_path):
         tmp_path,
         """
         import comfy.sample
-        from acestep_pack.acestep_models.sampler import batch_noise
+        from acestep_pack.acestep_models.common.noise import batch_noise
         from acestep_pack.nodes.sampling import make_generators
 
         latent = torch.zeros(3, 8, 16, 21)

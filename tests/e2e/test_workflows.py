@@ -18,7 +18,7 @@ import pytest
 import soundfile
 from e2e.workflow_specs import SPECS, WORKFLOWS, build, run_with, write_workflows
 
-from acestep_models.music_dcae import frames_for_seconds, samples_for_frames
+from acestep_models.v1.music_dcae import frames_for_seconds, samples_for_frames
 
 pytestmark = pytest.mark.slow
 

@@ -1,50 +1,28 @@
-"""ACE-Step v1 LoRAs on our DiT, with the official pipeline's semantics.
+"""LoRA files and merging, for every model generation: reading PEFT / diffusers / kohya LoRA files and merging
+``scale * B @ A`` into a model's weights, removable bit for bit.
 
-The official ``ACEStepPipeline.load_lora`` (pipeline_ace_step.py:1415) loads
-``<folder>/pytorch_lora_weights.safetensors`` with diffusers' ``load_lora_adapter(..., prefix=None)`` and sets the
-adapter weight with ``set_weights_and_activate_adapters``: PEFT LoRA layers computing ``W x + s * B (A x)``. The
-files come from the official trainer's ``save_lora_adapter`` (trainer.py:613): keys are the DiT's own module names,
-``transformer_blocks.0.attn.to_q.lora_A.weight`` (A: [r, in], B: [out, r]), no prefix, no ``.alpha`` tensors.
+Each generation resolves a LoRA's module names to its own model (``v1/lora.py``); everything else is here. The
+scale rules (diffusers 0.33's, PEFT's alpha / r or rsLoRA, kohya ``.alpha`` tensors) are described in
+``v1/lora.py``, whose official pipeline decides them.
 
-The scale ``s`` (what diffusers 0.33 does; ACE-Step requires diffusers >= 0.33):
-- no alpha anywhere (every released ACE-Step v1 LoRA): ``s = weight``. diffusers builds the LoraConfig from the
-  state dict with ``lora_alpha = r``, so the training config's alpha and ``use_rslora`` are NOT applied (the
-  pipeline's ``with_alpha=True`` is swallowed by ``**kwargs`` and does nothing). The trainer's config json
-  (e.g. zh_rap_lora_config.json: r 256, alpha 32, rsLoRA) next to the file is never read, and neither do we.
-- safetensors metadata ``lora_adapter_metadata`` (written by diffusers >= 0.34's ``save_lora_adapter``, which reads
-  it back as the LoraConfig): ``s = weight * lora_alpha / r`` (``/ sqrt(r)`` with ``use_rslora``), per module
-  through ``alpha_pattern``, as PEFT computes it.
-- a PEFT ``save_pretrained`` folder (``adapter_model.safetensors`` + ``adapter_config.json``, keys under
-  ``base_model.model.``): the same, from adapter_config.json, as PEFT would load it.
-- ``<module>.alpha`` tensors (kohya / ComfyUI-style files): ``s = weight * alpha / r``, as ComfyUI applies them.
-
-We merge ``s * B @ A`` into the weights (computed in float32, one rounding to the weight's dtype), so inference
-costs nothing extra; the original tensors of the patched weights are kept (on the CPU) and put back bit for bit by
-``remove_lora``. In float32 this equals the official unmerged layers to rounding (~1e-7).
-
-Key names accepted (prefix + module + LoRA suffix, with an optional PEFT adapter name before ``.weight``):
-prefixes none (official), ``transformer.``, ``base_model.model.``, ``diffusion_model.``,
-``model.diffusion_model.``, and kohya's ``lora_unet_`` with the module path written with underscores; suffixes
-``lora_A``/``lora_B`` (PEFT), ``lora_down``/``lora_up`` (kohya), ``lora.down``/``lora.up`` (old diffusers).
-LoRAs on modules the official forward never reads (the cross-attention's unused joint-attention projections, the
-REPA projectors) change nothing there and are skipped with a log line, as in ``dit.IGNORED_KEYS``.
+Merging computes in float32 with one rounding to the weight's dtype, so inference costs nothing extra; the
+original tensors of the patched weights are kept (on the CPU) and put back bit for bit by ``remove_lora``.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from . import ops
-from .checkpoint import read_json, read_safetensors
-from .dit import IGNORED_KEYS, ACEStepTransformer, DiTConfig
+from .weights import read_json, read_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +48,10 @@ _UNSUPPORTED = re.compile(
 
 @dataclass
 class LoRA:
-    """A LoRA for the ACE-Step v1 DiT, its modules resolved to our (official) state-dict keys."""
+    """A LoRA, its modules resolved to the model's (official) state-dict keys."""
 
     name: str
-    # DiT weight key -> (up [out, r], down [r, in], scale at adapter weight 1)
+    # weight key -> (up [out, r], down [r, in], scale at adapter weight 1)
     patches: dict[str, tuple[torch.Tensor, torch.Tensor, float]]
     scale_source: str = "none (official: scale = weight)"
     skipped: list[str] = field(default_factory=list)  # modules the official forward never reads
@@ -117,43 +95,7 @@ def _weights_file(path: Path) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=1)
-def _layer_templates() -> tuple[tuple[str, re.Pattern, re.Pattern], ...]:
-    """(name with ``{i}`` for the block index, dotted regex, kohya underscored regex) of every DiT layer a LoRA
-    can patch (Linear and Conv weights), read off a small DiT built on meta."""
-    small = DiTConfig(
-        num_layers=1, num_attention_heads=2, attention_head_dim=8, speaker_embedding_dim=8,
-        text_embedding_dim=8, lyric_encoder_vocab_size=8, lyric_hidden_size=8, lyric_encoder_attention_heads=2,
-        lyric_encoder_linear_units=8, lyric_encoder_num_blocks=1,
-    )  # fmt: skip
-    with torch.device("meta"):
-        dit = ACEStepTransformer(small)
-    templates = []
-    for name, m in dit.named_modules():
-        w = getattr(m, "weight", None)
-        if isinstance(m, torch.nn.Embedding) or not isinstance(w, torch.Tensor) or w.ndim < 2:
-            continue
-        name = re.sub(r"^(transformer_blocks|lyric_encoder\.encoders)\.0\.", r"\1.{i}.", name)
-        dotted, under = (
-            re.compile(r"(\d+)".join(re.escape(p.replace(".", sep)) for p in name.split("{i}")))
-            for sep in "._"
-        )
-        templates.append((name, dotted, under))
-    return tuple(templates)
-
-
-def _dit_module(raw: str) -> str | None:
-    """A LoRA's module name (any accepted prefix) as our DiT module path, or None if it is no DiT layer."""
-    kohya = raw.startswith(KOHYA_PREFIX)
-    name = raw[len(KOHYA_PREFIX) :] if kohya else _strip_prefix(raw)
-    for template, dotted, under in _layer_templates():
-        m = (under if kohya else dotted).fullmatch(name)
-        if m:
-            return template.format(i=m.group(1)) if m.groups() else template
-    return None
-
-
-def _strip_prefix(name: str) -> str:
+def strip_prefix(name: str) -> str:
     for prefix in PREFIXES:
         if name.startswith(prefix):
             return name[len(prefix) :]
@@ -176,14 +118,16 @@ def _peft_scales(config: dict, modules: dict[str, int], origin: str) -> dict[str
     return scales
 
 
-def load_lora(path: str | Path) -> LoRA:
-    """A LoRA from a folder (official: ``pytorch_lora_weights.safetensors``) or a single .safetensors file."""
+def read_lora(path: str | Path, module_of: Callable[[str], str | None], ignored: str, model: str) -> LoRA:
+    """A LoRA from a folder (official: ``pytorch_lora_weights.safetensors``) or a single .safetensors file, its
+    layers resolved to ``model``'s weight keys by ``module_of`` (a LoRA module name, prefix stripped, -> the model's
+    module path, or None); layers whose weight key matches ``ignored`` (never read by the forward) are skipped."""
     path = Path(path)
     file = _weights_file(path)
     sd, metadata = read_safetensors(file)
     name = file.parent.name if file.name in (OFFICIAL_WEIGHT_NAME, PEFT_WEIGHT_NAME) else file.stem
 
-    if any(k.endswith("genre_embedder.weight") for k in sd):
+    if any(k.endswith("genre_embedder.weight") for k in sd):  # the ACE-Step v1 DiT's own tensor
         raise ValueError(f"{file} is an ACE-Step model checkpoint, not a LoRA.")
     unsupported = [k for k in sd if _UNSUPPORTED.match(k)]
     if unsupported:
@@ -217,17 +161,17 @@ def load_lora(path: str | Path) -> LoRA:
         up, down = pair["up"], pair["down"]
         if up.ndim < 2 or down.ndim < 2 or up.shape[1] != down.shape[0]:
             raise ValueError(f"{file}: {raw}: up {tuple(up.shape)} and down {tuple(down.shape)} do not chain")
-        module = _dit_module(raw)
+        module = module_of(raw)
         if module is None:
-            (skipped if re.match(IGNORED_KEYS, _strip_prefix(raw) + ".weight") else unknown).append(raw)
+            (skipped if re.match(ignored, strip_prefix(raw) + ".weight") else unknown).append(raw)
             continue
         if module in modules:
             raise ValueError(f"{file}: two LoRAs for the same layer {module}")
         modules[module] = (raw, up, down)
     if unknown:
         raise ValueError(
-            f"{file}: {len(unknown)} of {len(pairs)} LoRA layers match no ACE-Step v1 DiT layer, e.g. "
-            f"{sorted(unknown)[:3]}. Is it a LoRA for another model (ACE-Step 1.5, an image model)?"
+            f"{file}: {len(unknown)} of {len(pairs)} LoRA layers match no {model} layer, e.g. "
+            f"{sorted(unknown)[:3]}. Is it a LoRA for another model (another ACE-Step generation, an image model)?"
         )
     if skipped:
         log.info(
@@ -277,50 +221,41 @@ def _round(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return ops.to_storage(w, dtype) if dtype in ops.STORAGE_DTYPES.values() else w.to(dtype)
 
 
-def applied_lora(dit: torch.nn.Module) -> tuple[str, float] | None:
-    """(name, weight) of the LoRA merged into ``dit``, or None."""
-    state = getattr(dit, _APPLIED, None)
+def applied_lora(model: torch.nn.Module) -> tuple[str, float] | None:
+    """(name, weight) of the LoRA merged into ``model``, or None."""
+    state = getattr(model, _APPLIED, None)
     return (state.name, state.weight) if state else None
 
 
-def remove_lora(dit: torch.nn.Module) -> None:
+def remove_lora(model: torch.nn.Module) -> None:
     """Put back the original weights (bit-identical); a no-op without a LoRA."""
-    state = getattr(dit, _APPLIED, None)
+    state = getattr(model, _APPLIED, None)
     if state is None:
         return
-    params = dict(dit.named_parameters())
+    params = dict(model.named_parameters())
     with torch.no_grad():
         for key, original in state.originals.items():
             params[key].copy_(original)
-    delattr(dit, _APPLIED)
+    delattr(model, _APPLIED)
 
 
-def apply_lora(dit: ACEStepTransformer, lora: LoRA | str | Path, weight: float = 1.0) -> None:
-    """Merge ``lora`` at ``weight`` into ``dit``'s weights, replacing any LoRA applied before.
-
-    ``lora`` may be a path (loaded with ``load_lora``) or ``"none"`` (the official value for no LoRA: removes it).
-    Unlike the official pipeline, selecting a LoRA again after "none" always applies it (the official
-    ``load_lora`` keeps its old ``lora_path`` on "none" and then skips re-loading the same LoRA and weight).
-    """
-    if isinstance(lora, (str, Path)):
-        if str(lora) == NONE:
-            remove_lora(dit)
-            return
-        lora = load_lora(lora)
-    remove_lora(dit)
-    params = dict(dit.named_parameters())
+def merge_lora(model: torch.nn.Module, lora: LoRA, weight: float = 1.0, what: str = "model") -> None:
+    """Merge ``lora`` at ``weight`` into ``model``'s weights, replacing any LoRA merged before; on an error the
+    weights are left as they were. ``what`` names the model in messages."""
+    remove_lora(model)
+    params = dict(model.named_parameters())
     patches = lora_patches(lora, weight)
     problems = []
     for k, (up, down, _) in patches.items():
         if k not in params:
-            problems.append(f"{k} is not in this DiT")
+            problems.append(f"{k} is not in this {what}")
         elif params[k].shape[0] != up.shape[0] or params[k][0].numel() != down[0].numel():
             problems.append(
                 f"{k} is {tuple(params[k].shape)}, the LoRA makes {(up.shape[0], *down.shape[1:])}"
             )
     if problems:
         raise ValueError(
-            f"LoRA {lora.name!r} does not fit this DiT (made for another model size?): {problems[:3]}"
+            f"LoRA {lora.name!r} does not fit this {what} (made for another model size?): {problems[:3]}"
         )
     originals = {}
     try:
@@ -334,4 +269,4 @@ def apply_lora(dit: ACEStepTransformer, lora: LoRA | str | Path, weight: float =
             for key, original in originals.items():
                 params[key].copy_(original)
         raise
-    setattr(dit, _APPLIED, _Applied(lora.name, weight, originals))
+    setattr(model, _APPLIED, _Applied(lora.name, weight, originals))

@@ -7,8 +7,8 @@ import pytest
 import soundfile
 import torch
 
-from acestep_models import audio_io
-from acestep_models.audio_io import AudioError, load_audio, save_audio
+from acestep_models.common import audio_io
+from acestep_models.common.audio_io import AudioError, load_audio, save_audio
 
 
 def song(channels: int = 2, seconds: float = 0.5, rate: int = 48000) -> torch.Tensor:

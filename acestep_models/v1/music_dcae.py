@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
-from .dcae import AutoencoderDC, DCAEConfig
+from .autoencoder_dc import AutoencoderDC, DCAEConfig
 from .vocoder import ADaMoSHiFiGAN, VocoderConfig
 
 LATENT_SCALE = 0.1786  # official MusicDCAE.scale_factor

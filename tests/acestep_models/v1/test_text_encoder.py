@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from acestep_models import checkpoint
-from acestep_models.checkpoint import read_json, read_safetensors
-from acestep_models.text_encoder import (
+from acestep_models.common.weights import build, read_json, read_safetensors
+from acestep_models.v1 import checkpoint
+from acestep_models.v1.text_encoder import (
     UMT5Config,
     UMT5EncoderModel,
     UMT5Tokenizer,
@@ -22,7 +22,7 @@ from acestep_models.text_encoder import (
     query_temperature,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 GOLDEN = ROOT / "tests" / "golden"
 TINY = GOLDEN / "tiny" / "umt5-base"
 FIXTURES = GOLDEN / "text_encoder"
@@ -36,7 +36,7 @@ def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
 def load_tiny(dtype: torch.dtype = torch.float32, sd: dict | None = None) -> UMT5EncoderModel:
     config = UMT5Config.from_official(read_json(TINY / "config.json"))
     sd = read_safetensors(TINY / "model.safetensors")[0] if sd is None else sd
-    return checkpoint.build(UMT5EncoderModel, config, sd, dtype=dtype)
+    return build(UMT5EncoderModel, config, sd, dtype=dtype)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +156,7 @@ def test_comfyui_all_in_one_layout(tmp_path, tokens, ref):
 
     src = checkpoint.locate(tmp_path / "ace_step_v1_3.5b.safetensors", "text_encoder")
     weights = checkpoint.to_official_keys("text_encoder", src.state_dict)
-    model = checkpoint.build(UMT5EncoderModel, UMT5Config.from_state_dict(weights), weights)
+    model = build(UMT5EncoderModel, UMT5Config.from_state_dict(weights), weights)
     tok = UMT5Tokenizer.from_sentencepiece(src.extras["spiece_model"], extra_ids=TINY_EXTRA_IDS)
     hidden, mask = encode_text(model, tok, tokens["hidden_prompts"])
     assert torch.equal(mask, ref["attention_mask"])

@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from acestep_models import checkpoint
+from acestep_models.common.weights import read_json
+from acestep_models.v1 import checkpoint
 from tiny_checkpoints import TINY, write_all_in_one, write_split
 
 
@@ -96,11 +97,11 @@ def test_music_dcae_from_every_layout(layouts):
 def test_released_all_in_one_layout_fits_every_part():
     """Every tensor of ComfyUI's full-size ace_step_v1_3.5b.safetensors (names and shapes read off ComfyUI's
     classes) lands on a parameter of our full-size models, sizes read off the shapes alone, nothing left over."""
-    from acestep_models.dit import IGNORED_KEYS, ACEStepTransformer, DiTConfig
-    from acestep_models.music_dcae import MusicDCAE, MusicDCAEConfig
-    from acestep_models.text_encoder import UMT5Config, UMT5EncoderModel
+    from acestep_models.v1.dit import IGNORED_KEYS, ACEStepTransformer, DiTConfig
+    from acestep_models.v1.music_dcae import MusicDCAE, MusicDCAEConfig
+    from acestep_models.v1.text_encoder import UMT5Config, UMT5EncoderModel
 
-    listing = checkpoint.read_json(TINY.parent / "comfyui_all_in_one_keys.json")
+    listing = read_json(TINY.parent / "comfyui_all_in_one_keys.json")
     shapes = {k: [int(n) for n in v[0]] for k, v in listing.items() if not k.endswith("spiece_model")}
     prefixes = []
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from . import ops
+from ..common import ops
 
 RES, VIT = "ResBlock", "EfficientViTBlock"
 _ACTS = {

@@ -15,10 +15,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from acestep_models.checkpoint import build, read_json, read_safetensors
-from acestep_models.dcae import DCAEConfig
-from acestep_models.mel import mel_filterbank
-from acestep_models.music_dcae import (
+from acestep_models.common.weights import build, read_json, read_safetensors
+from acestep_models.v1.autoencoder_dc import DCAEConfig
+from acestep_models.v1.mel import mel_filterbank
+from acestep_models.v1.music_dcae import (
     LATENT_SCALE,
     LATENT_SHIFT,
     OUTPUT_SAMPLE_RATE,
@@ -28,7 +28,7 @@ from acestep_models.music_dcae import (
     resample,
     samples_for_frames,
 )
-from acestep_models.vocoder import VocoderConfig
+from acestep_models.v1.vocoder import VocoderConfig
 
 TOL = 1e-4  # relative L2 error allowed against the official float32 outputs
 

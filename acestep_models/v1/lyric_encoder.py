@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from . import ops
+from ..common import ops
 
 LN_EPS = 1e-5  # official LayerNorm eps throughout the encoder
 POS_ENC_BASE = 10000.0  # official EspnetRelPositionalEncoding

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import ops
+from ..common import ops
 
 TEXT_MAX_LENGTH = 256  # official get_text_embeddings(text_max_length=256)
 PAD_ID, EOS_ID = 0, 1  # umt5-base config.json pad_token_id / eos_token_id (sentencepiece <pad>, </s>)

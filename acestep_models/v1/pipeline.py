@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 import torch
 
+from ..common.guidance import uses_cfg
+from ..common.progress import Interrupted
 from . import sampler as S
 from .conditioning import Conditioning, encode_conditioning
-from .guidance import uses_cfg
 from .music_dcae import OUTPUT_SAMPLE_RATE, frames_for_seconds
 from .params import OFFICIAL_DEFAULTS  # the official __call__ keywords and defaults
-from .sampler import Interrupted, SamplerSettings
+from .sampler import SamplerSettings
 
 __all__ = [
     "OFFICIAL_DEFAULTS",

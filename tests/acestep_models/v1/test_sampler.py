@@ -13,12 +13,13 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
-from acestep_models import checkpoint
-from acestep_models import guidance as G
-from acestep_models import sampler as S
-from acestep_models.conditioning import Conditioning, encode_conditioning
-from acestep_models.pipeline import generate
-from acestep_models.schedulers import (
+from acestep_models.common import guidance as G
+from acestep_models.common.noise import batch_noise
+from acestep_models.v1 import checkpoint
+from acestep_models.v1 import sampler as S
+from acestep_models.v1.conditioning import Conditioning, encode_conditioning
+from acestep_models.v1.pipeline import generate
+from acestep_models.v1.schedulers import (
     Stepper,
     make_schedule,
     omega_weight,
@@ -26,7 +27,7 @@ from acestep_models.schedulers import (
     sigma_bounds,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TINY = ROOT / "tests" / "golden" / "tiny"
 PIPELINE = ROOT / "tests" / "golden" / "pipeline"
 CASES = json.loads((PIPELINE / "cases.json").read_text(encoding="utf-8"))
@@ -140,9 +141,9 @@ def test_pingpong_renoises_from_the_generator():
 
 def test_batch_noise_draws_one_item_per_generator_like_diffusers():
     gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
-    noise = S.batch_noise((2, 8, 16, 4), gens, "cpu", torch.float32)
+    noise = batch_noise((2, 8, 16, 4), gens, "cpu", torch.float32)
     assert torch.equal(noise[1:], torch.randn(1, 8, 16, 4, generator=torch.Generator().manual_seed(2)))
-    single = S.batch_noise((1, 8, 16, 4), [torch.Generator().manual_seed(1)], "cpu", torch.float32)
+    single = batch_noise((1, 8, 16, 4), [torch.Generator().manual_seed(1)], "cpu", torch.float32)
     assert torch.equal(single, noise[:1])
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import ops
+from ..common import ops
 from .mel import LogMelSpectrogram
 
 

@@ -29,7 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import guidance as G
+from ..common import guidance as G
+from ..common.noise import batch_noise
+from ..common.progress import Progress, check_interrupt
 from .conditioning import Conditioning
 from .schedulers import SCHEDULERS, Schedule, Stepper, first_step_index, make_schedule, oss_schedule
 
@@ -38,33 +40,6 @@ ERG_LYRIC_LAYERS = range(4, 6)  # official forward_encoder_with_temperature(l_mi
 ERG_DIT_BLOCKS = range(15, 20)  # official forward_diffusion_with_temperature(l_min=15, l_max=20)
 MAX_FRAMES = int(240 * 44100 / 512 / 8)  # official extend window: at most 240 s (2583 frames) are sampled
 LATENT_SHAPE = (8, 16)  # latent channels, mel rows
-
-Progress = Callable[[int, int], None]
-
-
-class Interrupted(Exception):
-    """Raised between steps when the caller's ``interrupt()`` returns True."""
-
-
-# --- noise --------------------------------------------------------------------------------------------------------
-
-
-def batch_noise(
-    shape: Sequence[int], generators: Sequence[torch.Generator], device, dtype: torch.dtype
-) -> torch.Tensor:
-    """Standard normal noise as diffusers' ``randn_tensor(shape, generator=generators)``: one draw of
-    ``[1, *shape[1:]]`` per batch item from its own generator (one generator: a single draw of ``shape``), on the
-    generator's device when that is the CPU, then moved to ``device``."""
-    device = torch.device(device)
-    draw_device = "cpu" if generators[0].device.type == "cpu" else device
-    if len(generators) == 1:
-        return torch.randn(tuple(shape), generator=generators[0], device=draw_device, dtype=dtype).to(device)
-    item = (1, *shape[1:])
-    parts = [
-        torch.randn(item, generator=generators[i], device=draw_device, dtype=dtype) for i in range(shape[0])
-    ]
-    return torch.cat(parts).to(device)
-
 
 # --- settings -----------------------------------------------------------------------------------------------------
 
@@ -366,11 +341,6 @@ def _retake_plan(
 # --- text2music ---------------------------------------------------------------------------------------------------
 
 
-def _check_interrupt(interrupt: Callable[[], bool] | None) -> None:
-    if interrupt is not None and interrupt():
-        raise Interrupted("generation interrupted")
-
-
 class GuidedVelocity:
     """The official guidance of one run (``text2music_diffusion_process``): ``self(i, t, x)`` is the guided velocity
     at step ``i`` (the index the guidance interval, decay and CFG-zero* count), timestep ``t`` and latents ``x``,
@@ -486,7 +456,7 @@ def text2music(
     for i, t in enumerate(timesteps):
         if i < first:
             continue
-        _check_interrupt(interrupt)
+        check_interrupt(interrupt)
         if plan is not None and i == first:
             t_i = t / 1000
             noised_src = (1 - t_i) * plan.x0 + t_i * plan.z0
@@ -573,7 +543,7 @@ def flow_edit(
     for i, t in enumerate(timesteps):
         if i < n_min:
             continue
-        _check_interrupt(interrupt)
+        check_interrupt(interrupt)
         t_i = t / 1000
         t_next = timesteps[i + 1] / 1000 if i + 1 < len(timesteps) else torch.zeros_like(t_i).to(device)
         if i < n_max:

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import acestep_models.lyric_tokenizer as lyric_tokenizer
-from acestep_models.language import SUPPORTED_LANGUAGES, detect_language, line_language
-from acestep_models.lyric_cleaners import clean, zh_cardinal
-from acestep_models.lyric_tokenizer import LINE_END_ID, START_ID, LyricTokenizer, find_lyric_vocab
+import acestep_models.v1.lyric_tokenizer as lyric_tokenizer
+from acestep_models.v1.language import SUPPORTED_LANGUAGES, detect_language, line_language
+from acestep_models.v1.lyric_cleaners import clean, zh_cardinal
+from acestep_models.v1.lyric_tokenizer import LINE_END_ID, START_ID, LyricTokenizer, find_lyric_vocab
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 LYRICS = GOLDEN / "lyrics"
 OFFICIAL = json.loads((LYRICS / "official_ids.json").read_text(encoding="utf-8"))
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from . import ops
+from ..common import ops
 from .lyric_encoder import LyricEncoder
 
 # The official linear attention clips its output to the fp16 range in every dtype (see LinearSelfAttention).

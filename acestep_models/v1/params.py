@@ -261,7 +261,7 @@ def _official_names(data: dict) -> dict:
 
 def _source_frames(key: str, path: str) -> int:
     """Latent frames of an audio file as the official encode makes them (44.1 kHz, padded to 4096 samples)."""
-    from .audio_io import audio_info
+    from ..common.audio_io import audio_info
     from .music_dcae import SAMPLES_PER_FRAME, VAE_SAMPLE_RATE
 
     try:

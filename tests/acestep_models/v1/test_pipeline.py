@@ -16,8 +16,8 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
-from acestep_models import checkpoint
-from acestep_models.pipeline import (
+from acestep_models.v1 import checkpoint
+from acestep_models.v1.pipeline import (
     OFFICIAL_DEFAULTS,
     GenerationResult,
     Interrupted,
@@ -27,7 +27,7 @@ from acestep_models.pipeline import (
     parse_seeds,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 GOLDEN = ROOT / "tests" / "golden"
 TINY = GOLDEN / "tiny"
 PIPELINE = GOLDEN / "pipeline"
@@ -162,7 +162,7 @@ def test_random_seeds_are_drawn_and_reported(models):
 
 
 def test_non_positive_duration_is_random_between_30_and_240_seconds(models, monkeypatch):
-    import acestep_models.pipeline as pipeline
+    import acestep_models.v1.pipeline as pipeline
 
     assert pipeline.RANDOM_DURATION == (30.0, 240.0)
     monkeypatch.setattr(pipeline, "RANDOM_DURATION", (0.3, 0.3))  # keep the test short
@@ -218,10 +218,10 @@ def test_lora_is_applied_for_the_generation_and_removed(models, monkeypatch):
     import types
 
     log = []
-    fake = types.ModuleType("acestep_models.lora")
+    fake = types.ModuleType("acestep_models.v1.lora")
     fake.apply_lora = lambda dit, path, weight: log.append(("apply", dit is models.dit, path, weight))
     fake.remove_lora = lambda dit: log.append(("remove", dit is models.dit))
-    monkeypatch.setitem(sys.modules, "acestep_models.lora", fake)
+    monkeypatch.setitem(sys.modules, "acestep_models.v1.lora", fake)
     params = {"prompt": "rap", "lyrics": "", "audio_duration": 0.3, "infer_step": 1}
     result = generate(models, {**params, "lora_name_or_path": "/loras/rap", "lora_weight": 0.7}, decode=False)
     assert log == [("apply", True, "/loras/rap", 0.7), ("remove", True)]

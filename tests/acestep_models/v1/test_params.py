@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from acestep_models.params import (
+from acestep_models.v1.params import (
     OFFICIAL_DEFAULTS,
     OFFICIAL_KEYS,
     ParamsError,
@@ -21,7 +21,7 @@ from acestep_models.params import (
     to_official_file,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "golden" / "params" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "golden" / "params" / "examples"
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*/*.json"))
 
 
@@ -86,7 +86,7 @@ def test_defaults_match_the_official_signature():
 
 
 def test_the_pipeline_uses_these_defaults():
-    pipeline = pytest.importorskip("acestep_models.pipeline")
+    pipeline = pytest.importorskip("acestep_models.v1.pipeline")
     assert pipeline.OFFICIAL_DEFAULTS == OFFICIAL_DEFAULTS
 
 

@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from acestep_models import checkpoint, ops
-from acestep_models.checkpoint import read_json, read_safetensors
-from acestep_models.dit import (
+from acestep_models.common import ops
+from acestep_models.common.weights import build, read_json, read_safetensors
+from acestep_models.v1.dit import (
     FP16_MAX,
     IGNORED_KEYS,
     ACEStepTransformer,
     DiTConfig,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 GOLDEN = ROOT / "tests" / "golden"
 TINY = GOLDEN / "tiny" / "ace_step_transformer"
 IGNORE = IGNORED_KEYS
@@ -37,9 +37,7 @@ def load_tiny(
 ) -> ACEStepTransformer:
     config = DiTConfig.from_official(read_json(TINY / "config.json"))
     sd, _ = read_safetensors(TINY / "diffusion_pytorch_model.safetensors")
-    return checkpoint.build(
-        ACEStepTransformer, config, sd, dtype=dtype, ignore=IGNORE, weight_dtype=weight_dtype
-    )
+    return build(ACEStepTransformer, config, sd, dtype=dtype, ignore=IGNORE, weight_dtype=weight_dtype)
 
 
 @pytest.fixture(scope="module")
@@ -142,13 +140,13 @@ def test_missing_or_extra_keys_fail_clearly():
     sd, _ = read_safetensors(TINY / "diffusion_pytorch_model.safetensors")
     missing = {k: v for k, v in sd.items() if k != "transformer_blocks.3.ff.point_conv.conv.weight"}
     with pytest.raises(ValueError, match=r"missing 1 .*transformer_blocks\.3\.ff\.point_conv"):
-        checkpoint.build(ACEStepTransformer, config, missing, ignore=IGNORE)
+        build(ACEStepTransformer, config, missing, ignore=IGNORE)
     extra = {**sd, "transformer_blocks.0.attn.bogus.weight": torch.zeros(1)}
     with pytest.raises(ValueError, match=r"unexpected 1 .*attn\.bogus"):
-        checkpoint.build(ACEStepTransformer, config, extra, ignore=IGNORE)
+        build(ACEStepTransformer, config, extra, ignore=IGNORE)
     # the official unused / training-only keys are only accepted when listed
     with pytest.raises(ValueError, match=r"unexpected .*(add_q_proj|projectors)"):
-        checkpoint.build(ACEStepTransformer, config, sd)
+        build(ACEStepTransformer, config, sd)
 
 
 def test_bf16_matches_official_bf16_and_stays_close_to_fp32(model, inputs, ref):

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from acestep_models import checkpoint
-from acestep_models.checkpoint import read_json, read_safetensors
-from acestep_models.lora import (
+from acestep_models.common.weights import read_json, read_safetensors
+from acestep_models.v1 import checkpoint
+from acestep_models.v1.lora import (
     LoRA,
     applied_lora,
     apply_lora,
@@ -24,7 +24,7 @@ from acestep_models.lora import (
     remove_lora,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 GOLDEN = ROOT / "tests" / "golden"
 TINY = GOLDEN / "tiny" / "ace_step_transformer"
 TINY_LORA = GOLDEN / "lora" / "tiny_lora"
