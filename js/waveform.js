@@ -7,37 +7,20 @@
 // Public frontend API only: app.registerExtension (setup, nodeCreated), node.addDOMWidget, the core audio
 // player widget (`audioUI`, an <audio> element whose src ComfyUI sets) and api.apiURL. Without them, or without
 // Web Audio, the nodes keep their plain inputs and the console says why, once.
+//
+// This file is the glue (the extension, the DOM widget, the `regions` widget, the bar and the status line) and the
+// editor that composes peaks.js (decoding), waveform_draw.js (painting) and region_gestures.js (the mouse).
 
 import { api } from '../../scripts/api.js';
 import { app } from '../../scripts/app.js';
+import { decode, Peaks } from './peaks.js';
+import { localPoint, RegionGestures, snapFrame } from './region_gestures.js';
 import * as R from './regions.js';
 import { addStyle, firstMissing, forwardCanvasGestures, sayOnce } from './support.js';
+import * as D from './waveform_draw.js';
 
 const NODES = new Set(['AceStepLoadAudio', 'AceStepSaveAudio', 'AceStepPreviewAudio']);
 const WIDGET = 'waveform'; // our DOM widget's name
-const RULER = 18; // px: the seconds ruler at the top
-const BUCKET = 256; // samples per precomputed peak
-const MAX_EXTEND_FRAMES = R.framesForSeconds(240); // official extend window
-const EDGE_GRAB = 6; // px around a region edge that grabs it
-const COLORS = {
-  // as nodes/visualize.py draws its waveform images
-  background: '#13161b',
-  outside: '#0c0e11',
-  hatch: '#1b1f26',
-  peak: '#348ab9',
-  rms: '#8fd6fc',
-  midline: '#383f4c',
-  grid: 'rgba(255,255,255,0.07)',
-  ruler: '#1b1f26',
-  rulerText: '#9aa4b2',
-  repaint: 'rgba(255,166,0,0.22)',
-  repaintEdge: '#ffa600',
-  extend: 'rgba(111,220,140,0.22)',
-  extendEdge: '#6fdc8c',
-  playhead: '#ffffff',
-  hover: 'rgba(255,255,255,0.45)',
-  text: '#e6e9ef'
-};
 
 const CSS = `
 .acestep-wave { display: flex; flex-direction: column; gap: 3px; box-sizing: border-box; padding: 2px 0;
@@ -60,90 +43,6 @@ const CSS = `
 
 const clamp = (x, lo, hi) => Math.min(hi, Math.max(lo, x));
 
-function clock(s) {
-  const sign = s < 0 ? '-' : '';
-  s = Math.abs(s);
-  const m = Math.floor(s / 60);
-  return `${sign}${m}:${(s - m * 60).toFixed(1).padStart(4, '0')}`;
-}
-
-const fixed = (s) => String(Number(s.toFixed(2)));
-
-/** Min/max/mean-square per BUCKET samples over all channels, for drawing any zoom level quickly. */
-class Peaks {
-  constructor(buffer) {
-    this.rate = buffer.sampleRate;
-    this.length = buffer.length;
-    this.channels = Array.from({ length: buffer.numberOfChannels }, (_, c) => buffer.getChannelData(c));
-    const n = Math.ceil(this.length / BUCKET);
-    this.min = new Float32Array(n).fill(Infinity);
-    this.max = new Float32Array(n).fill(-Infinity);
-    this.power = new Float32Array(n);
-    for (const data of this.channels) {
-      for (let j = 0; j < n; j++) {
-        let lo = Infinity;
-        let hi = -Infinity;
-        let p = 0;
-        const end = Math.min(this.length, (j + 1) * BUCKET);
-        for (let i = j * BUCKET; i < end; i++) {
-          const v = data[i];
-          if (v < lo) lo = v;
-          if (v > hi) hi = v;
-          p += v * v;
-        }
-        if (lo < this.min[j]) this.min[j] = lo;
-        if (hi > this.max[j]) this.max[j] = hi;
-        this.power[j] += p / (end - j * BUCKET) / this.channels.length;
-      }
-    }
-  }
-
-  /** [min, max, rms] of samples [i0, i1) (i0 < i1). */
-  range(i0, i1) {
-    let lo = Infinity;
-    let hi = -Infinity;
-    let p = 0;
-    let n = 0;
-    if (i1 - i0 >= 2 * BUCKET) {
-      for (let j = Math.floor(i0 / BUCKET); j < Math.ceil(i1 / BUCKET); j++) {
-        lo = Math.min(lo, this.min[j]);
-        hi = Math.max(hi, this.max[j]);
-        p += this.power[j];
-        n++;
-      }
-    } else {
-      for (const data of this.channels) {
-        for (let i = i0; i < i1; i++) {
-          const v = data[i];
-          if (v < lo) lo = v;
-          if (v > hi) hi = v;
-          p += v * v;
-          n++;
-        }
-      }
-    }
-    return [lo, hi, Math.sqrt(p / Math.max(n, 1))];
-  }
-
-  /** The loudest sample of [i0, i1). */
-  peak(i0, i1) {
-    const [lo, hi] = this.range(i0, i1);
-    return Math.max(Math.abs(lo), Math.abs(hi));
-  }
-}
-
-async function decode(url, signal) {
-  const response = await fetch(url, { signal });
-  if (!response.ok) throw new Error(`cannot load the file (${response.status} ${response.statusText})`);
-  const data = await response.arrayBuffer();
-  // Decoding resamples to the context's rate: 44.1 kHz, the DCAE's, so samples map straight onto latent frames.
-  try {
-    return await new OfflineAudioContext(1, 1, R.SAMPLE_RATE).decodeAudioData(data);
-  } catch (error) {
-    throw new Error(`the browser cannot decode this file's audio (${error.message ?? error})`);
-  }
-}
-
 class WaveformEditor {
   constructor(node, player) {
     this.node = node;
@@ -157,8 +56,8 @@ class WaveformEditor {
     this.regions = [];
     this.text = null; // the regions text last read or written
     this.regionsError = null;
-    this.drag = null;
     this.hover = null; // frame under the pointer
+    this.waveLayer = new D.WaveLayer();
     this.message = '';
 
     this.element = this.#build();
@@ -253,6 +152,11 @@ class WaveformEditor {
 
   // --- regions <-> the `regions` widget ---
 
+  /** The region gesture in progress (region_gestures.js), or null. */
+  get drag() {
+    return this.gestures?.drag ?? null;
+  }
+
   /** Follow the widget when it changes elsewhere (typed, a workflow loaded, undo). Cheap: called every frame. */
   syncFromWidget() {
     if (this.source !== this.src) this.#sourceChanged();
@@ -274,7 +178,8 @@ class WaveformEditor {
     this.draw();
   }
 
-  #commit() {
+  /** Write the regions (normalized) to the widget, as one undo step. */
+  commit() {
     this.regions = R.normalizeRegions(this.regions, this.frames);
     const text = R.formatRegions(this.regions, this.frames);
     this.regionsError = null;
@@ -287,6 +192,12 @@ class WaveformEditor {
       this.node.setDirtyCanvas?.(true, true);
     }
     this.draw();
+  }
+
+  /** Drop an unfinished edit: show what the widget holds. */
+  revert() {
+    this.text = null;
+    this.syncFromWidget();
   }
 
   // --- view ---
@@ -309,8 +220,7 @@ class WaveformEditor {
 
   /** Canvas x (CSS px) of time t (s), and back. */
   xOf(t) {
-    const [t0, t1] = this.view;
-    return ((t - t0) / (t1 - t0)) * this.canvas.clientWidth;
+    return D.xIn(this.view, this.canvas.clientWidth, t);
   }
 
   timeAt(x) {
@@ -320,8 +230,7 @@ class WaveformEditor {
 
   /** The latent frame boundary nearest to canvas x, inside the allowed timeline. */
   frameAt(x) {
-    const k = Math.round(this.timeAt(x) / R.FRAME_SECONDS);
-    return clamp(k, -MAX_EXTEND_FRAMES, this.frames + MAX_EXTEND_FRAMES);
+    return snapFrame(this.timeAt(x), this.frames);
   }
 
   setZoom(zoom, aroundX = this.canvas.clientWidth / 2) {
@@ -370,7 +279,7 @@ class WaveformEditor {
     if (this.regionsWidget) {
       this.clearButton = button('clear', 'Remove all regions', () => {
         this.regions = [];
-        this.#commit();
+        this.commit();
       });
     }
     root.appendChild(bar);
@@ -384,22 +293,9 @@ class WaveformEditor {
     this.status.className = 'status';
     root.appendChild(this.status);
 
-    const c = this.canvas;
-    c.addEventListener('pointerdown', (e) => this.#pointerDown(e));
-    c.addEventListener('pointermove', (e) => this.#pointerMove(e));
-    c.addEventListener('pointerup', (e) => this.#pointerUp(e));
-    c.addEventListener('pointercancel', () => {
-      this.drag = null;
-      this.text = null; // drop the unfinished edit: re-read the widget
-      this.syncFromWidget();
-    });
-    c.addEventListener('pointerleave', () => {
-      this.hover = null;
-      this.draw();
-    });
-    c.addEventListener('dblclick', (e) => this.#doubleClick(e));
-    c.addEventListener('wheel', (e) => this.#wheel(e), { passive: false });
-    forwardCanvasGestures(c, app);
+    this.gestures = new RegionGestures(this); // seek, mark, resize and remove regions
+    this.canvas.addEventListener('wheel', (e) => this.#wheel(e), { passive: false });
+    forwardCanvasGestures(this.canvas, app);
     return root;
   }
 
@@ -408,13 +304,13 @@ class WaveformEditor {
     this.playButton.textContent = playing ? '❚❚' : '▶';
     this.playButton.disabled = this.state !== 'ready';
     const now = clamp(this.player.currentTime - this.crop[0] / R.SAMPLE_RATE, 0, this.duration);
-    this.time.textContent = this.state === 'ready' ? `${clock(now)} / ${clock(this.duration)}` : '';
+    this.time.textContent = this.state === 'ready' ? `${D.clock(now)} / ${D.clock(this.duration)}` : '';
     this.zoomIn.disabled = this.zoomOut.disabled = this.zoomFit.disabled = this.state !== 'ready';
     if (this.clearButton) this.clearButton.disabled = !this.editable || this.regions.length === 0;
-    this.#updateStatus();
+    this.updateStatus();
   }
 
-  #updateStatus() {
+  updateStatus() {
     let text = '';
     let error = false;
     if (this.state === 'empty') {
@@ -444,7 +340,7 @@ class WaveformEditor {
         0
       );
       const parts = [];
-      if (inside) parts.push(`regenerate ${fixed(R.secondsOf(inside))} s`);
+      if (inside) parts.push(`regenerate ${D.fixed(R.secondsOf(inside))} s`);
       if (left) parts.push(`+${R.frameText(left)} s before`);
       if (right) parts.push(`+${R.frameText(right)} s after`);
       text = parts.length
@@ -491,120 +387,7 @@ class WaveformEditor {
     this.draw();
   }
 
-  // --- pointer ---
-
-  #local(e) {
-    const rect = this.canvas.getBoundingClientRect();
-    // the graph may be zoomed: the canvas' CSS size is scaled by the DOM widget's transform
-    return [
-      ((e.clientX - rect.left) * this.canvas.clientWidth) / rect.width,
-      ((e.clientY - rect.top) * this.canvas.clientHeight) / rect.height
-    ];
-  }
-
-  /** What is under canvas point (x, y): {kind: 'close'|'edge'|'inside', index, edge} or null. */
-  #hit(x, y) {
-    for (const [index, r] of this.regions.entries()) {
-      const x0 = this.xOf(R.secondsOf(r.a));
-      const x1 = this.xOf(R.secondsOf(r.b));
-      if (x1 - x0 > 34 && y >= RULER + 2 && y <= RULER + 16 && x >= x1 - 16 && x <= x1 - 2)
-        return { kind: 'close', index };
-    }
-    let best = null;
-    for (const [index, r] of this.regions.entries()) {
-      for (const edge of ['a', 'b']) {
-        const d = Math.abs(this.xOf(R.secondsOf(r[edge])) - x);
-        if (d <= EDGE_GRAB && (!best || d < best.d)) best = { kind: 'edge', index, edge, d };
-      }
-    }
-    if (best) return best;
-    for (const [index, r] of this.regions.entries()) {
-      if (x >= this.xOf(R.secondsOf(r.a)) && x <= this.xOf(R.secondsOf(r.b))) return { kind: 'inside', index };
-    }
-    return null;
-  }
-
-  #pointerDown(e) {
-    if (e.button !== 0 || this.state !== 'ready') return;
-    e.preventDefault();
-    e.stopPropagation();
-    const [x, y] = this.#local(e);
-    this.canvas.setPointerCapture(e.pointerId);
-    const view = this.view;
-    if (y < RULER || !this.editable) {
-      this.drag = { kind: 'seek', view };
-      this.seek(x);
-      return;
-    }
-    const hit = this.#hit(x, y);
-    if (hit?.kind === 'close') {
-      this.regions.splice(hit.index, 1);
-      this.#commit();
-      return;
-    }
-    if (hit?.kind === 'edge') {
-      const region = this.regions[hit.index];
-      this.drag = { kind: 'edge', region, edge: hit.edge, x0: x, view };
-      return;
-    }
-    const k = this.frameAt(x);
-    const region = { a: k, b: k };
-    this.regions.push(region);
-    this.drag = { kind: 'region', region, x0: x, view };
-    this.draw();
-  }
-
-  #pointerMove(e) {
-    const [x, y] = this.#local(e);
-    if (!this.drag) {
-      if (this.state !== 'ready') return;
-      const hit = this.editable && y >= RULER ? this.#hit(x, y) : null;
-      const cursor = { edge: 'ew-resize', close: 'pointer' }[hit?.kind] ?? 'crosshair';
-      this.canvas.style.cursor = y < RULER || !this.editable ? 'pointer' : cursor;
-      this.hover = this.frameAt(x);
-      this.#updateStatus();
-      this.draw();
-      return;
-    }
-    if (this.drag.kind === 'seek') {
-      this.seek(x);
-      return;
-    }
-    const k = this.frameAt(x);
-    if (this.drag.kind === 'region') this.drag.region.b = k;
-    else this.drag.region[this.drag.edge] = k;
-    this.hover = k;
-    this.#updateStatus();
-    this.draw();
-  }
-
-  #pointerUp(e) {
-    const drag = this.drag;
-    if (!drag) return;
-    this.drag = null;
-    this.canvas.releasePointerCapture?.(e.pointerId);
-    if (drag.kind === 'seek') return;
-    const [x] = this.#local(e);
-    if (drag.kind === 'region' && (Math.abs(x - drag.x0) < 3 || drag.region.a === drag.region.b)) {
-      // a click, not a drag: play from there
-      this.regions.splice(this.regions.indexOf(drag.region), 1);
-      this.seek(x);
-      this.draw();
-      return;
-    }
-    this.#commit();
-  }
-
-  #doubleClick(e) {
-    if (!this.editable) return;
-    const [x, y] = this.#local(e);
-    const hit = y >= RULER ? this.#hit(x, y) : null;
-    if (hit && hit.kind !== 'close') {
-      this.regions.splice(hit.index, 1);
-      this.#commit();
-    }
-  }
-
+  /** The wheel zooms around the pointer; shift + wheel (or a sideways swipe) scrolls. */
   #wheel(e) {
     if (this.state !== 'ready') return;
     if (e.ctrlKey || e.metaKey) {
@@ -615,7 +398,7 @@ class WaveformEditor {
     }
     e.preventDefault();
     e.stopPropagation();
-    const [x] = this.#local(e);
+    const [x] = localPoint(this.canvas, e);
     if (e.shiftKey || Math.abs(e.deltaX) > Math.abs(e.deltaY)) {
       const [t0, t1] = this.view;
       const delta = e.shiftKey ? e.deltaY || e.deltaX : e.deltaX;
@@ -644,228 +427,27 @@ class WaveformEditor {
   }
 
   #draw() {
-    const c = this.canvas;
-    const w = c.clientWidth;
-    const h = c.clientHeight;
-    if (!w || !h) return;
-    const dpr = window.devicePixelRatio || 1;
-    if (c.width !== Math.round(w * dpr) || c.height !== Math.round(h * dpr)) {
-      c.width = Math.round(w * dpr);
-      c.height = Math.round(h * dpr);
-    }
-    const ctx = c.getContext('2d');
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.fillStyle = COLORS.background;
-    ctx.fillRect(0, 0, w, h);
+    const frame = D.beginFrame(this.canvas);
+    if (!frame) return;
     this.syncFromWidget();
     this.#updateBar();
     if (this.state !== 'ready') {
-      ctx.fillStyle = COLORS.rulerText;
-      ctx.font = '12px system-ui, sans-serif';
-      ctx.textAlign = 'center';
-      ctx.textBaseline = 'middle';
-      const text = { empty: '', loading: 'decoding…', error: 'cannot show this audio' }[this.state];
-      ctx.fillText(text, w / 2, h / 2);
+      D.drawPlaceholder(frame, this.state);
       return;
     }
-    const top = RULER;
-    this.#drawOutside(ctx, w, h, top);
-    this.#drawGrid(ctx, w, h, top);
-    ctx.drawImage(this.#waveLayer(w, h, top, dpr), 0, 0, w, h);
-    this.#drawRegions(ctx, h, top);
-    this.#drawRuler(ctx, w);
-    if (this.hover !== null) {
-      const x = Math.round(this.xOf(R.secondsOf(this.hover))) + 0.5;
-      ctx.strokeStyle = COLORS.hover;
-      ctx.setLineDash([3, 3]);
-      ctx.beginPath();
-      ctx.moveTo(x, top);
-      ctx.lineTo(x, h);
-      ctx.stroke();
-      ctx.setLineDash([]);
-    }
     const now = this.player.currentTime - this.crop[0] / R.SAMPLE_RATE;
-    if (now > 0 || !this.player.paused) {
-      const x = Math.round(this.xOf(now)) + 0.5;
-      ctx.strokeStyle = COLORS.playhead;
-      ctx.lineWidth = 1;
-      ctx.beginPath();
-      ctx.moveTo(x, 0);
-      ctx.lineTo(x, h);
-      ctx.stroke();
-      ctx.fillStyle = COLORS.playhead;
-      ctx.beginPath();
-      ctx.moveTo(x - 5, 0);
-      ctx.lineTo(x + 5, 0);
-      ctx.lineTo(x, 6);
-      ctx.fill();
-    }
-  }
-
-  /** Outside the song (before 0, after its end): darker and hatched, the room to drag an extension into. */
-  #drawOutside(ctx, w, h, top) {
-    const spans = [
-      [0, this.xOf(0)],
-      [this.xOf(this.duration), w]
-    ];
-    for (const [a, b] of spans) {
-      if (b <= a) continue;
-      ctx.save();
-      ctx.fillStyle = COLORS.outside;
-      ctx.fillRect(a, top, b - a, h - top);
-      ctx.beginPath();
-      ctx.rect(a, top, b - a, h - top);
-      ctx.clip();
-      ctx.strokeStyle = COLORS.hatch;
-      ctx.beginPath();
-      for (let x = Math.floor((a - h) / 8) * 8; x < b; x += 8) {
-        ctx.moveTo(x, h);
-        ctx.lineTo(x + h - top, top);
-      }
-      ctx.stroke();
-      ctx.restore();
-    }
-  }
-
-  /** The latent frame grid, once frames are wide enough to see (that is where edges snap). */
-  #drawGrid(ctx, w, h, top) {
-    const pxPerFrame = this.xOf(R.FRAME_SECONDS) - this.xOf(0);
-    if (pxPerFrame < 6) return;
-    const [t0, t1] = this.view;
-    ctx.strokeStyle = COLORS.grid;
-    ctx.lineWidth = 1;
-    ctx.beginPath();
-    for (let k = Math.floor(t0 / R.FRAME_SECONDS); k <= Math.ceil(t1 / R.FRAME_SECONDS); k++) {
-      const x = Math.round(this.xOf(R.secondsOf(k))) + 0.5;
-      ctx.moveTo(x, top);
-      ctx.lineTo(x, h);
-    }
-    ctx.stroke();
-  }
-
-  /** The waveform itself, drawn once per view and size (playback only moves the playhead over it). */
-  #waveLayer(w, h, top, dpr) {
-    const [t0, t1] = this.view;
-    const [first, last] = this.crop;
-    const key = `${t0},${t1},${w},${h},${dpr},${first},${last},${this.src}`;
-    if (this.layer?.key === key) return this.layer.canvas;
-    const canvas = this.layer?.canvas ?? document.createElement('canvas');
-    canvas.width = Math.round(w * dpr);
-    canvas.height = Math.round(h * dpr);
-    const ctx = canvas.getContext('2d');
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.clearRect(0, 0, w, h);
-    const mid = (top + h) / 2;
-    const peak = last > first ? this.peaks.peak(first, last) : 0;
-    const scale = ((h - top) / 2 - 2) * (peak > 0 ? 0.95 / peak : 1);
-    ctx.fillStyle = COLORS.midline;
-    const [m0, m1] = [Math.max(0, this.xOf(0)), Math.min(w, this.xOf(this.duration))];
-    ctx.fillRect(m0, Math.round(mid), m1 - m0, 1);
-    const perPx = ((t1 - t0) / w) * R.SAMPLE_RATE;
-    for (let x = 0; x < w; x++) {
-      const i0 = Math.max(first, first + Math.floor((t0 * R.SAMPLE_RATE) + x * perPx));
-      const i1 = Math.min(last, first + Math.floor((t0 * R.SAMPLE_RATE) + (x + 1) * perPx));
-      if (i1 <= i0) {
-        if (i0 >= last) break;
-        continue;
-      }
-      const [lo, hi, rms] = this.peaks.range(i0, Math.max(i1, i0 + 1));
-      const yTop = mid - hi * scale;
-      const yBottom = mid - lo * scale;
-      ctx.fillStyle = COLORS.peak;
-      ctx.fillRect(x, yTop, 1, Math.max(1, yBottom - yTop));
-      const r = Math.min(rms, hi, -lo) * scale;
-      if (r > 0.5) {
-        ctx.fillStyle = COLORS.rms;
-        ctx.fillRect(x, mid - r, 1, 2 * r);
-      }
-    }
-    this.layer = { key, canvas };
-    return canvas;
-  }
-
-  #drawRegions(ctx, h, top) {
-    const frames = this.frames;
-    ctx.font = '10px system-ui, sans-serif';
-    ctx.textBaseline = 'top';
-    for (const r of this.regions) {
-      const a = Math.min(r.a, r.b);
-      const b = Math.max(r.a, r.b);
-      if (a === b) continue;
-      const x0 = this.xOf(R.secondsOf(a));
-      const x1 = this.xOf(R.secondsOf(b));
-      // new frames (before 0, after the end) in green; the song's own in orange
-      const parts = [
-        [a, Math.min(b, 0), 'extend'],
-        [Math.max(a, 0), Math.min(b, frames), 'repaint'],
-        [Math.max(a, frames), b, 'extend']
-      ];
-      for (const [p0, p1, kind] of parts) {
-        if (p1 <= p0) continue;
-        ctx.fillStyle = COLORS[kind];
-        const px0 = this.xOf(R.secondsOf(p0));
-        ctx.fillRect(px0, top, this.xOf(R.secondsOf(p1)) - px0, h - top);
-      }
-      const isNew = (k) => k < 0 || k > frames || (k === frames && a >= frames);
-      const edge = (k) => (isNew(k) ? COLORS.extendEdge : COLORS.repaintEdge);
-      for (const [k, x] of [
-        [a, x0],
-        [b, x1]
-      ]) {
-        ctx.fillStyle = edge(k);
-        ctx.fillRect(Math.round(x) - 1, top, 2, h - top);
-        ctx.fillRect(Math.round(x) - 3, (top + h) / 2 - 9, 6, 18); // grip
-      }
-      // label: the text the `regions` input holds for it (what the node reads); "+x s" for only new frames
-      const label = b <= 0 || a >= frames ? `+${R.frameText(b - a)} s` : R.formatRegions([{ a, b }], frames);
-      ctx.fillStyle = COLORS.text;
-      ctx.textAlign = 'left';
-      if (x1 - x0 > ctx.measureText(label).width + 24) ctx.fillText(label, x0 + 5, top + 4);
-      if (x1 - x0 > 34) {
-        // the close box
-        ctx.fillStyle = 'rgba(0,0,0,0.45)';
-        ctx.fillRect(x1 - 16, top + 2, 14, 14);
-        ctx.strokeStyle = COLORS.text;
-        ctx.lineWidth = 1.5;
-        ctx.beginPath();
-        ctx.moveTo(x1 - 12.5, top + 5.5);
-        ctx.lineTo(x1 - 5.5, top + 12.5);
-        ctx.moveTo(x1 - 5.5, top + 5.5);
-        ctx.lineTo(x1 - 12.5, top + 12.5);
-        ctx.stroke();
-        ctx.lineWidth = 1;
-      }
-    }
-  }
-
-  #drawRuler(ctx, w) {
-    ctx.fillStyle = COLORS.ruler;
-    ctx.fillRect(0, 0, w, RULER);
-    const [t0, t1] = this.view;
-    const pxPerSecond = w / (t1 - t0);
-    const steps = [0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600];
-    const step = steps.find((s) => s * pxPerSecond >= 64) ?? 600;
-    const minor = step / (String(step).startsWith('2') ? 4 : 5);
-    ctx.strokeStyle = COLORS.rulerText;
-    ctx.fillStyle = COLORS.rulerText;
-    ctx.font = '10px system-ui, sans-serif';
-    ctx.textAlign = 'left';
-    ctx.textBaseline = 'top';
-    ctx.lineWidth = 1;
-    ctx.beginPath();
-    for (let i = Math.ceil(t0 / minor); i * minor <= t1; i++) {
-      const t = i * minor;
-      const x = Math.round(this.xOf(t)) + 0.5;
-      const major = Math.abs(t / step - Math.round(t / step)) < 1e-6;
-      ctx.moveTo(x, RULER);
-      ctx.lineTo(x, major ? RULER - 8 : RULER - 4);
-      if (major) {
-        const s = Math.round(t / step) * step;
-        const label = this.duration >= 60 && step >= 1 ? clock(s).replace(/\.0$/, '') : `${fixed(s)}s`;
-        ctx.fillText(label, x + 3, 2);
-      }
-    }
-    ctx.stroke();
+    const scene = {
+      view: this.view,
+      crop: this.crop,
+      duration: this.duration,
+      frames: this.frames,
+      regions: this.regions,
+      hover: this.hover,
+      playhead: now > 0 || !this.player.paused ? now : null,
+      peaks: this.peaks,
+      src: this.src
+    };
+    D.drawSong(frame, scene, this.waveLayer);
   }
 
   destroy() {

@@ -18,7 +18,7 @@ from .common import CATEGORY, advanced, check_audio
 
 MODES = ["waveform", "spectrogram"]
 
-# The palette of the waveform on our nodes (js/waveform.js), so pictures and the editor look alike.
+# The palette of the waveform on our nodes (js/waveform_draw.js), so pictures and the editor look alike.
 BACKGROUND = (0.075, 0.086, 0.106)
 PEAK_COLOR = (0.204, 0.541, 0.725)  # min..max of each column
 RMS_COLOR = (0.561, 0.839, 0.988)  # +-RMS of each column
