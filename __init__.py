@@ -1,7 +1,7 @@
 """ComfyUI entry point of the ACE-Step pack (V3 node API): ComfyUI imports this folder as a custom-node package.
 
-Importing it registers our model folders and defines the nodes; it reads no file and loads no model (the engine in
-``acestep_models`` is imported only when a node runs).
+Importing it registers our model folders and defines the nodes; it reads no file and loads no model (models load
+only when a node runs).
 """
 
 # Outside ComfyUI (pytest imports the repository's root package while collecting) there is nothing to register.

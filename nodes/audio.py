@@ -18,8 +18,8 @@ import torch
 from comfy.cli_args import args
 from comfy_api.latest import io, ui
 
-from .common import CATEGORY, MAX_SECONDS, advanced, check_audio, explained, node_error
-from .latents import RANGES_HELP, frames_for_audio, parse_regions
+from .common import CATEGORY, MAX_LATENT_SECONDS, advanced, check_audio, explained, node_error
+from .latents import RANGES_HELP, frames_for_samples, parse_regions
 
 # The browser's audio player on our nodes: the frontend draws a widget for inputs of this type (it is never sent
 # back, hence optional).
@@ -121,7 +121,7 @@ class AceStepLoadAudio(io.ComfyNode):
                         "duration_seconds",
                         default=0.0,
                         min=0.0,
-                        max=MAX_SECONDS,
+                        max=MAX_LATENT_SECONDS,
                         step=0.01,
                         tooltip="How much to read (0: to the end of the file).",
                     )
@@ -164,7 +164,7 @@ class AceStepLoadAudio(io.ComfyNode):
         check_audio(cls.TITLE, "audio", out, value=audio, source="the file (re-export it)")
         regions = (regions or "").strip()  # (None from a workflow saved before the input existed)
         if regions:  # say here, where they are drawn, if they do not fit the audio
-            parse_regions(cls.TITLE, "regions", regions, frames_for_audio(wav.shape[-1], rate))
+            parse_regions(cls.TITLE, "regions", regions, frames_for_samples(wav.shape[-1], rate))
         return io.NodeOutput(out, regions)
 
     @classmethod

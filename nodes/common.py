@@ -1,8 +1,8 @@
 """What every node file shares: our socket types, the model handles ComfyUI's memory manager drives, the model
 folders, dtype choice and errors written for people.
 
-Nothing here touches a file or loads a model at import; the engine (``acestep_models``) is imported where a node
-runs, so loading the pack costs ComfyUI almost nothing.
+Nothing here touches a file or loads a model at import (the engine's modules are imported for their constants:
+plain Python and torch, which ComfyUI has loaded already), so loading the pack costs ComfyUI almost nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
+from ..acestep_models.v1.music_dcae import LATENT_SHAPE
+
 CATEGORY = "audio/ACE-Step"
 
 # Our objects travel between nodes on these sockets (ComfyUI passes them through untouched).
@@ -28,9 +30,12 @@ TextEncoder = io.Custom("ACESTEP_TEXT_ENCODER")
 LyricTokenizer = io.Custom("ACESTEP_LYRIC_TOKENIZER")
 Speaker = io.Custom("ACESTEP_SPEAKER")
 
-LATENT_CHANNELS, LATENT_HEIGHT = 8, 16  # ACE-Step latents [B, 8, 16, T], as ComfyUI's native ACE latents
-# The longest duration a node accepts (ComfyUI's EmptyAceStepLatentAudio allows the same).
-MAX_SECONDS = 1000.0
+LATENT_CHANNELS, LATENT_HEIGHT = (
+    LATENT_SHAPE  # ACE-Step latents [B, 8, 16, T], as ComfyUI's native ACE latents
+)
+# The longest latent a node makes or takes (ComfyUI's EmptyAceStepLatentAudio allows the same); the official pipeline
+# samples at most 240 s at once (acestep_models.v1.sampler.WINDOW_SECONDS).
+MAX_LATENT_SECONDS = 1000.0
 
 
 # --- Errors for people -------------------------------------------------------------------------------------------
@@ -298,19 +303,13 @@ class SpeakerEmbedding:
     embedding: torch.Tensor | None  # [D]
     source: str = "zeros"
 
-    def for_dit(self, dim: int, batch: int, device, dtype) -> torch.Tensor:
-        """[batch, dim] for a DiT whose speaker input has ``dim`` features."""
-        if self.embedding is None:
-            return torch.zeros(batch, dim, device=device, dtype=dtype)
-        if self.embedding.numel() != dim:
-            raise AceStepError(
-                f"The speaker embedding from {self.source} has {self.embedding.numel()} values but this DiT takes "
-                f"{dim}. Use an embedding made for this model, or 'zeros' in ACE-Step Speaker Embedding."
-            )
-        return self.embedding.reshape(1, dim).expand(batch, dim).to(device, dtype)
-
 
 # --- ComfyUI's data types --------------------------------------------------------------------------------------------
+
+
+def as_latent(samples: torch.Tensor) -> dict:
+    """Latents [B, 8, 16, T] as ComfyUI's LATENT (float32 on the intermediate device, as core's latents)."""
+    return {"samples": samples.float().to(mm.intermediate_device()), "type": "audio"}
 
 
 def check_latent(node: str, input: str, latent: dict) -> torch.Tensor:

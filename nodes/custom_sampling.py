@@ -24,8 +24,10 @@ import comfy.sampler_helpers
 import comfy.samplers
 import torch
 from comfy_api.latest import io
-from tqdm.auto import trange
+from tqdm.auto import tqdm
 
+from ..acestep_models.common.sampling import VelocityProvider
+from ..acestep_models.v1.schedulers import SCHEDULERS
 from .common import (
     CATEGORY,
     LATENT_CHANNELS,
@@ -37,10 +39,13 @@ from .common import (
     node_error,
 )
 from .conditioning import AceStepConditioning, check_conditioning, fit_to_dit
-from .sampling import MAX_SEED, load_dit, make_generators, parse_oss_steps
+from .inputs import seed_input, shared
+from .inputs import settings as sampler_settings
+from .sampling import dit_on_device, noise_generators, parse_oss_steps
 
-STEPPERS = ["euler", "heun", "pingpong"]  # official FlowMatch{Euler,Heun,PingPong}Scheduler step rules
-CFG_TYPES = ["apg", "cfg", "cfg_star"]  # acestep_models.common.guidance.CFG_TYPES
+# ACE-Step Noise hands the generator it drew with to ACE-Step Guider on the noise tensor itself (the one object
+# SamplerCustomAdvanced passes from a NOISE to a GUIDER): PingPong's fresh noise continues that stream.
+_NOISE_GENERATOR = "acestep_noise_generator"
 # official schedulers' shift and DiT timestep scale (ComfyUI's ACE model_sampling: shift 3, multiplier 1000)
 SHIFT, TIMESTEP_MULTIPLIER = 3.0, 1000
 
@@ -130,14 +135,14 @@ class _GuidedVelocity:
         return self.guided(i, t, x.to(self.branches["cond"].states.dtype))
 
 
-class OfficialGuider(comfy.samplers.CFGGuider):
+class OfficialGuider(comfy.samplers.CFGGuider, VelocityProvider):
     """ComfyUI's GUIDER protocol (``sample(noise, latent_image, sampler, sigmas, denoise_mask, callback,
     disable_pbar, seed)``) over our DiT and the official guidance.
 
     ``model_patcher`` is the DiT's own patcher (what ComfyUI's sampler nodes read it for is attached to the DiT,
     see ``_SamplingModel.attach_to``); the DiT is loaded through ComfyUI's model management when sampling starts.
-    ComfyUI's samplers call the guider (``predict_noise``) for the x0 prediction; ``acestep_velocity`` gives the
-    official sampler the guided velocity itself."""
+    ComfyUI's samplers call the guider (``predict_noise``) for the x0 prediction; as a ``VelocityProvider`` it gives
+    the official sampler the guided velocity itself."""
 
     def __init__(self, dit: AceStepDiT, positive, negative, settings):
         super().__init__(dit.patcher)
@@ -148,17 +153,17 @@ class OfficialGuider(comfy.samplers.CFGGuider):
         self._velocity: _GuidedVelocity | None = None
 
     @property
-    def acestep_dtype(self) -> torch.dtype:
+    def dtype(self) -> torch.dtype:
         return self.dit.dtype
 
-    def acestep_velocity(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def velocity(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         if self._velocity is None:
             raise RuntimeError("ACE-Step Guider: the velocity is only available while the guider samples")
         return self._velocity(x, sigma)
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):  # noqa: B006 (ComfyUI's signature)
         sigma = timestep.reshape(-1)[:1].reshape(())  # ComfyUI passes sigma (one per batch item, all equal)
-        v = self.acestep_velocity(x, sigma)
+        v = self.velocity(x, sigma)
         # the flow x0 prediction, as ComfyUI's CONST.calculate_denoised
         return x - timestep.reshape([-1] + [1] * (x.ndim - 1)) * v
 
@@ -183,7 +188,10 @@ class OfficialGuider(comfy.samplers.CFGGuider):
                 f"the noise has shape {list(noise.shape)}, the latent {list(samples.shape)}",
                 "Use a NOISE node that makes noise for this latent (ACE-Step Noise, RandomNoise, DisableNoise).",
             )
-        model = load_dit(self.dit, batch, frames, 3 if self.settings.guidance_scale not in (0.0, 1.0) else 1)
+        self.noise_generator = getattr(noise, _NOISE_GENERATOR, None)  # from ACE-Step Noise, else None
+        model = dit_on_device(
+            self.dit, batch, frames, 3 if self.settings.guidance_scale not in (0.0, 1.0) else 1
+        )
         device, dtype = self.dit.device, self.dit.dtype
         noise, latent, sigmas = (t.to(device, torch.float32) for t in (noise, samples, sigmas))
         mask = None
@@ -202,7 +210,7 @@ class OfficialGuider(comfy.samplers.CFGGuider):
         try:
             out = sampler.sample(self, sigmas, extra_args, callback, noise, latent, mask, disable_pbar)
         finally:
-            self._velocity = None
+            self._velocity, self.noise_generator = None, None
         out = out.to(torch.float32)
         if mask is not None:  # what the mask keeps stays the source, exactly
             out = torch.where(mask > 0, out, latent)
@@ -248,86 +256,16 @@ class AceStepGuider(io.ComfyNode):
                     tooltip="Replaces the official unconditional branch (no prompt, no lyrics, weakened by ERG) "
                     "with this prompt and lyrics. Leave empty for the official behaviour.",
                 ),
-                io.Float.Input(
+                *shared(
                     "guidance_scale",
-                    default=15.0,
-                    min=0.0,
-                    max=200.0,
-                    step=0.1,
-                    tooltip="How strongly to follow the prompt and lyrics (official default 15; 0 or 1: no guidance, "
-                    "one DiT pass per step).",
-                ),
-                io.Combo.Input(
                     "cfg_type",
-                    options=CFG_TYPES,
-                    default="apg",
-                    tooltip="apg: adaptive projected guidance (official default); cfg: classic; cfg_star: CFG-zero*.",
-                ),
-                advanced(
-                    io.Float.Input(
-                        "guidance_interval",
-                        default=0.5,
-                        min=0.0,
-                        max=1.0,
-                        step=0.01,
-                        tooltip="The middle fraction of the steps that is guided (official 0.5).",
-                    )
-                ),
-                advanced(
-                    io.Float.Input(
-                        "guidance_interval_decay",
-                        default=0.0,
-                        min=0.0,
-                        max=1.0,
-                        step=0.01,
-                        tooltip="Lower the scale linearly across the interval towards min_guidance_scale (0: constant).",
-                    )
-                ),
-                advanced(
-                    io.Float.Input(
-                        "min_guidance_scale",
-                        default=3.0,
-                        min=0.0,
-                        max=200.0,
-                        step=0.1,
-                        tooltip="Where the interval decay heads to.",
-                    )
-                ),
-                advanced(
-                    io.Float.Input(
-                        "guidance_scale_text",
-                        default=0.0,
-                        min=0.0,
-                        max=200.0,
-                        step=0.1,
-                        tooltip="Separate text scale; with guidance_scale_lyric, both above 1, it replaces cfg_type "
-                        "(one more DiT pass per step).",
-                    )
-                ),
-                advanced(
-                    io.Float.Input(
-                        "guidance_scale_lyric",
-                        default=0.0,
-                        min=0.0,
-                        max=200.0,
-                        step=0.1,
-                        tooltip="Separate lyric scale (used when both it and guidance_scale_text are above 1).",
-                    )
-                ),
-                advanced(
-                    io.Boolean.Input(
-                        "use_erg_lyric",
-                        default=True,
-                        tooltip="Official ERG: the unconditional branch keeps the lyrics, weakened in the lyric "
-                        "encoder, and the ERG null prompt; off: no prompt and no lyrics at all.",
-                    )
-                ),
-                advanced(
-                    io.Boolean.Input(
-                        "use_erg_diffusion",
-                        default=True,
-                        tooltip="Official ERG: the unconditional pass runs with weakened attention in DiT blocks 15-19.",
-                    )
+                    "guidance_interval",
+                    "guidance_interval_decay",
+                    "min_guidance_scale",
+                    "guidance_scale_text",
+                    "guidance_scale_lyric",
+                    "use_erg_lyric",
+                    "use_erg_diffusion",
                 ),
             ],
             outputs=[io.Guider.Output(display_name="guider", tooltip="For SamplerCustomAdvanced.")],
@@ -349,9 +287,7 @@ class AceStepGuider(io.ComfyNode):
         use_erg_lyric: bool = True,
         use_erg_diffusion: bool = True,
     ) -> io.NodeOutput:
-        from ..acestep_models.v1.sampler import SamplerSettings
-
-        settings = SamplerSettings(
+        settings = sampler_settings(
             guidance_scale=guidance_scale,
             cfg_type=cfg_type,
             guidance_interval=guidance_interval,
@@ -387,9 +323,9 @@ def _stepper_schedule(kind: str, sigmas: torch.Tensor):
     return Schedule(kind, per_call[:calls] * NUM_TRAIN_TIMESTEPS, per_call, steps, float(sigmas[0]))
 
 
-def _pingpong_generator(x: torch.Tensor, seed, dtype: torch.dtype) -> torch.Generator:
-    """The official PingPong draws its fresh noise from the first batch item's generator, after that generator drew
-    the item's starting noise (``common.noise.batch_noise``): the same seed and draw here continue the same stream."""
+def _foreign_noise_generator(x: torch.Tensor, seed, dtype: torch.dtype) -> torch.Generator:
+    """For noise that did not come from ACE-Step Noise (RandomNoise, a core guider): PingPong's stream continued as
+    if ACE-Step Noise had drawn the first item's starting noise with this seed (``common.noise.batch_noise``)."""
     g = torch.Generator(device=x.device).manual_seed(int(seed or 0))
     torch.randn((1, *x.shape[1:]), generator=g, device=x.device, dtype=dtype)
     return g
@@ -398,19 +334,21 @@ def _pingpong_generator(x: torch.Tensor, seed, dtype: torch.dtype) -> torch.Gene
 @torch.no_grad()
 def sample_official(model, x, sigmas, extra_args=None, callback=None, disable=None, kind="euler", omega=10.0):
     """The official Euler / Heun / PingPong step rules (``acestep_models.v1.schedulers.Stepper``, with the omega mean
-    shift) as a k-diffusion style sampler for ``comfy.samplers.KSAMPLER``.
+    shift) as a k-diffusion style sampler for ``comfy.samplers.KSAMPLER``, through the engine's one sampling loop
+    (``common.sampling.run_steps``).
 
     ``model``: ComfyUI's inpaint wrapper around the guider (``KSamplerX0Inpaint``, which also holds the unscaled
-    noise and the latent). Under ACE-Step Guider without a denoise mask the guided velocity comes straight from the
-    guider and the latents live in the DiT's dtype between steps, as official; otherwise the velocity is
-    ``(x - x0) / sigma`` from the x0 prediction (ComfyUI's flow models), equal to rounding."""
+    noise and the latent). Under a ``VelocityProvider`` guider (ACE-Step Guider) without a denoise mask the guided
+    velocity comes straight from it and the latents live in the DiT's dtype between steps, as official; otherwise
+    the velocity is ``(x - x0) / sigma`` from the x0 prediction (ComfyUI's flow models), equal to rounding."""
+    from ..acestep_models.common.sampling import run_steps
     from ..acestep_models.v1.schedulers import Stepper
 
     extra_args = {} if extra_args is None else extra_args
-    guider = getattr(model, "inner_model", None)
-    direct = getattr(guider, "acestep_velocity", None)
+    guider = getattr(model, "inner_model", None)  # ComfyUI's wrapper keeps the guider here
+    provider = guider if isinstance(guider, VelocityProvider) else None
     if extra_args.get("denoise_mask") is not None:
-        direct = None  # ComfyUI's wrapper blends the source in around the guider
+        provider = None  # ComfyUI's wrapper blends the source in around the guider
     s_in = x.new_ones([x.shape[0]])
     noise, latent = getattr(model, "noise", None), getattr(model, "latent_image", None)
     if noise is not None and latent is not None and torch.count_nonzero(latent) == 0:
@@ -418,29 +356,44 @@ def sample_official(model, x, sigmas, extra_args=None, callback=None, disable=No
         # sigma, which differs only for schedules starting below 1 (oss_steps).
         x = noise
 
-    def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        if direct is not None:
-            return direct(x, sigma)
-        x0 = model(x, sigma * s_in, **extra_args)
-        return (x - x0) / sigma
-
     schedule = _stepper_schedule(kind, sigmas)
     stepper = Stepper(schedule, omega)
     stepper.index = 0
     generator = None
     if kind == "pingpong":
-        dtype = getattr(guider, "acestep_dtype", torch.float32) if direct is not None else torch.float32
-        generator = _pingpong_generator(x, extra_args.get("seed"), dtype)
-    for k in trange(len(sigmas) - 1, disable=disable):
-        sigma, sigma_next = sigmas[k], sigmas[k + 1]
-        v = velocity(x, sigma)
-        if callback is not None:
-            callback({"x": x, "i": k, "sigma": sigma, "sigma_hat": sigma, "denoised": x - sigma * v})
-        x = stepper.step(v, schedule.timesteps[stepper.index], x.to(v.dtype), generator)
-        if kind == "heun" and sigma_next != 0:  # the corrector, at the predicted point
-            v = velocity(x, sigma_next)
-            x = stepper.step(v, schedule.timesteps[stepper.index], x, generator)
-    return x
+        generator = provider.noise_generator if provider is not None else None
+        if generator is None:
+            dtype = provider.dtype if provider is not None else torch.float32
+            generator = _foreign_noise_generator(x, extra_args.get("seed"), dtype)
+    bar = tqdm(total=len(sigmas) - 1, disable=disable)
+
+    def velocity(i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        sigma = schedule.sigmas[i]  # the ComfyUI sigma of this DiT call (Heun's corrector: the next one)
+        if provider is not None:
+            v = provider.velocity(x, sigma)
+        else:
+            v = (x - model(x, sigma * s_in, **extra_args)) / sigma
+        if (
+            not stepper.corrects_next
+        ):  # a ComfyUI step begins: preview and progress per step, as k-diffusion's
+            if callback is not None:
+                k = bar.n
+                callback({"x": x, "i": k, "sigma": sigma, "sigma_hat": sigma, "denoised": x - sigma * v})
+            bar.update(1)
+        return v
+
+    def step(i: int, t: torch.Tensor, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return stepper.step(v, t, x.to(v.dtype), generator)
+
+    try:
+        return run_steps(schedule.timesteps, velocity, step, x, interrupt=_comfy_interrupted)
+    finally:
+        bar.close()
+
+
+def _comfy_interrupted() -> bool:
+    mm.throw_exception_if_processing_interrupted()  # ComfyUI's Cancel raises its own exception
+    return False
 
 
 class AceStepSamplerSelect(io.ComfyNode):
@@ -457,28 +410,23 @@ class AceStepSamplerSelect(io.ComfyNode):
             inputs=[
                 io.Combo.Input(
                     "sampler",
-                    options=STEPPERS,
+                    options=list(SCHEDULERS),
                     default="euler",
-                    tooltip="euler: official default. heun: two DiT calls per step (but the last). pingpong: "
-                    "predicts the clean latent and re-noises it each step with fresh noise from the seed.",
+                    tooltip="The official step rule (scheduler_type): euler (default), heun (two DiT calls per step "
+                    "but the last) or pingpong (predicts the clean latent and re-noises it each step with fresh noise "
+                    "from the seed).",
                 ),
-                io.Float.Input(
-                    "omega_scale",
-                    default=10.0,
-                    min=-100.0,
-                    max=100.0,
-                    step=0.1,
-                    tooltip="Official omega: scales each step's deviation from its mean by 0.9..1.1 (10: about "
-                    "1.046). Euler and Heun only.",
-                ),
+                *shared("omega_scale"),
             ],
             outputs=[io.Sampler.Output(display_name="sampler", tooltip="For SamplerCustomAdvanced.")],
         )
 
     @classmethod
     def execute(cls, sampler: str, omega_scale: float) -> io.NodeOutput:
-        if sampler not in STEPPERS:
-            raise node_error(cls.TITLE, "unknown step rule", f"Use one of {STEPPERS}.", "sampler", sampler)
+        if sampler not in SCHEDULERS:
+            raise node_error(
+                cls.TITLE, "unknown step rule", f"Use one of {list(SCHEDULERS)}.", "sampler", sampler
+            )
         return io.NodeOutput(
             comfy.samplers.KSAMPLER(sample_official, extra_options={"kind": sampler, "omega": omega_scale})
         )
@@ -567,8 +515,12 @@ class OfficialNoise:
         from ..acestep_models.common.noise import batch_noise
 
         samples = input_latent["samples"]
-        generators = make_generators(AceStepNoise.TITLE, "official", self.seed, samples.shape[0], self.device)
-        return batch_noise(samples.shape, generators, self.device, self.dtype).to("cpu", torch.float32)
+        generators = noise_generators(
+            AceStepNoise.TITLE, "official", self.seed, samples.shape[0], self.device
+        )
+        noise = batch_noise(samples.shape, generators, self.device, self.dtype).to("cpu", torch.float32)
+        setattr(noise, _NOISE_GENERATOR, generators[0])  # handed over to ACE-Step Guider (PingPong's stream)
+        return noise
 
 
 class AceStepNoise(io.ComfyNode):
@@ -583,13 +535,8 @@ class AceStepNoise(io.ComfyNode):
             description="The official ACE-Step starting noise (as ACE-Step Sampler draws it: one generator per song, "
             "seeds seed, seed + 1, ...): with it SamplerCustomAdvanced reproduces the official pipeline exactly.",
             inputs=[
-                io.Int.Input(
-                    "noise_seed",
-                    default=0,
-                    min=0,
-                    max=MAX_SEED,
-                    control_after_generate=True,
-                    tooltip="The noise seed (official manual_seeds; batch item i uses seed + i).",
+                seed_input(
+                    "noise_seed", "The noise seed (official manual_seeds; batch item i uses seed + i)."
                 ),
                 DiT.Input(
                     "dit",

@@ -18,48 +18,34 @@ import comfy.model_management as mm
 import torch
 from comfy_api.latest import io
 
+from ..acestep_models.v1.music_dcae import (
+    SAMPLES_PER_FRAME,
+    VAE_SAMPLE_RATE,
+    frames_for_samples,
+    frames_for_seconds,
+    seconds_for_frames,
+)
 from .common import (
     CATEGORY,
     LATENT_CHANNELS,
     LATENT_HEIGHT,
-    MAX_SECONDS,
+    MAX_LATENT_SECONDS,
     Vae,
     advanced,
+    as_latent,
     check_audio,
     check_latent,
     node_error,
 )
 
-# official MusicDCAE: a latent frame is 8 mel frames of 512 samples at 44.1 kHz
-FRAME_SAMPLES, FRAME_RATE = 4096, 44100
 OUTPUT_RATES = [48000, 44100]  # official latents2audio writes 48 kHz; 44.1 kHz is the vocoder's own rate
 
 
-def frames_for_seconds(seconds: float) -> int:
-    """Latent frames for a duration, as the official pipeline (and ComfyUI's EmptyAceStepLatentAudio) count them."""
-    from ..acestep_models.v1.music_dcae import frames_for_seconds as engine_frames_for_seconds
-
-    return engine_frames_for_seconds(seconds)
-
-
-def frames_for_audio(samples: int, sample_rate: int) -> int:
-    """Latent frames ``MusicDCAE.encode`` makes of ``samples`` at ``sample_rate``: resampled to 44.1 kHz, padded up."""
-    return math.ceil(math.ceil(samples * FRAME_RATE / sample_rate) / FRAME_SAMPLES)
-
-
-def seconds_of(frames: int) -> float:
-    return frames * FRAME_SAMPLES / FRAME_RATE
-
-
-def as_latent(samples: torch.Tensor) -> dict:
-    return {"samples": samples, "type": "audio"}
-
-
 def _check_duration(node: str, input: str, value, seconds: float, fix: str) -> None:
-    if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_SECONDS:
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_LATENT_SECONDS:
         raise node_error(
             node,
-            f"that makes a duration of {seconds:g} s; ACE-Step latents go from one frame to {MAX_SECONDS:g} s",
+            f"that makes a duration of {seconds:g} s; ACE-Step latents go from one frame to {MAX_LATENT_SECONDS:g} s",
             fix,
             input,
             value,
@@ -82,7 +68,7 @@ class AceStepEmptyLatent(io.ComfyNode):
                     "seconds",
                     default=60.0,
                     min=0.1,
-                    max=MAX_SECONDS,
+                    max=MAX_LATENT_SECONDS,
                     step=0.1,
                     tooltip="Duration of the song in seconds (used when no audio, video or images are connected).",
                 ),
@@ -128,7 +114,7 @@ class AceStepEmptyLatent(io.ComfyNode):
             wav, rate = check_audio(cls.TITLE, "audio", audio)
             duration = wav.shape[-1] / rate
             _check_duration(cls.TITLE, "audio", "AUDIO", duration, "Trim the audio first.")
-            frames = frames_for_audio(wav.shape[-1], rate)
+            frames = frames_for_samples(wav.shape[-1], rate)
         else:
             if video is not None:
                 input, value, fix = "video", "VIDEO", "Trim the video first."
@@ -137,14 +123,14 @@ class AceStepEmptyLatent(io.ComfyNode):
                 input, value, fix = "fps", fps, "Check the fps and the number of images."
                 duration = images.shape[0] / fps
             else:
-                input, value, fix = "seconds", seconds, f"Use 0.1 to {MAX_SECONDS:g} seconds."
+                input, value, fix = "seconds", seconds, f"Use 0.1 to {MAX_LATENT_SECONDS:g} seconds."
                 duration = seconds
             _check_duration(cls.TITLE, input, value, duration, fix)
             frames = max(1, frames_for_seconds(duration))
         samples = torch.zeros(
             [batch_size, LATENT_CHANNELS, LATENT_HEIGHT, frames], device=mm.intermediate_device()
         )
-        return io.NodeOutput(as_latent(samples), seconds_of(frames))
+        return io.NodeOutput(as_latent(samples), seconds_for_frames(frames))
 
 
 class AceStepEncodeAudio(io.ComfyNode):
@@ -246,7 +232,7 @@ def parse_regions(node: str, input: str, text: str, frames: int) -> Regions:
     Seconds become frames as the official repaint counts them (``int(seconds * 44100 / 512 / 8)``, negative
     starts mirrored, as its ``repaint_start < 0`` extend); ``end`` is the last frame's end, ``end+s`` adds frames
     after it. The waveform editor writes frame-exact seconds, so what it shows is what this gives."""
-    total = seconds_of(frames)
+    total = seconds_for_frames(frames)
     spans = []
     for part in re.split(r"[,;\n]+", text):
         part = part.strip()
@@ -273,7 +259,7 @@ def parse_regions(node: str, input: str, text: str, frames: int) -> Regions:
                 input,
                 text,
             )
-        if extra is None and stop_s > total + seconds_of(1):
+        if extra is None and stop_s > total + seconds_for_frames(1):
             raise node_error(
                 node,
                 f"the range '{part}' goes past the end of the latent ({total:.2f} s)",
@@ -313,15 +299,11 @@ def parse_ranges(node: str, input: str, text: str, frames: int) -> list[tuple[in
     return regions.ranges
 
 
-def frame_mask(frames: int, ranges: list[tuple[int, int]], soft_seconds: float) -> torch.Tensor:
+def range_mask(frames: int, ranges: list[tuple[int, int]], soft_seconds: float) -> torch.Tensor:
     """[frames]: 1 inside the frame ranges, falling linearly to 0 over ``soft_seconds`` outside them."""
-    idx = torch.arange(frames, dtype=torch.float32)
-    mask = torch.zeros(frames)
-    soft = soft_seconds * FRAME_RATE / FRAME_SAMPLES  # in frames
-    for first, end in ranges:
-        dist = torch.clamp(torch.maximum(first - idx, idx - (end - 1)), min=0)
-        mask = torch.maximum(mask, (1 - dist / soft).clamp(0, 1) if soft > 0 else (dist == 0).float())
-    return mask
+    from ..acestep_models.common.tasks import range_mask as engine_range_mask
+
+    return engine_range_mask(frames, ranges, soft_seconds * VAE_SAMPLE_RATE / SAMPLES_PER_FRAME)
 
 
 def as_mask(per_frame: torch.Tensor) -> torch.Tensor:
@@ -330,10 +312,10 @@ def as_mask(per_frame: torch.Tensor) -> torch.Tensor:
 
 
 def _check_total(node: str, input: str, value, frames: int) -> None:
-    if seconds_of(frames) > MAX_SECONDS:
+    if seconds_for_frames(frames) > MAX_LATENT_SECONDS:
         raise node_error(
             node,
-            f"the extended latent would last {seconds_of(frames):.1f} s, more than {MAX_SECONDS:g} s",
+            f"the extended latent would last {seconds_for_frames(frames):.1f} s, more than {MAX_LATENT_SECONDS:g} s",
             "Add fewer seconds.",
             input,
             value,
@@ -392,7 +374,7 @@ class AceStepMaskFromSeconds(io.ComfyNode):
         samples = check_latent(cls.TITLE, "latent", latent)
         regions = parse_regions(cls.TITLE, "ranges", ranges, samples.shape[-1])
         _check_total(cls.TITLE, "ranges", ranges, regions.total)
-        per_frame = frame_mask(regions.total, regions.ranges, soft_edge)
+        per_frame = range_mask(regions.total, regions.ranges, soft_edge)
         if invert:
             song = slice(regions.left, regions.left + regions.frames)
             per_frame[song] = 1 - per_frame[song]
@@ -418,7 +400,7 @@ class AceStepExtendLatent(io.ComfyNode):
                     "left_seconds",
                     default=0.0,
                     min=0.0,
-                    max=MAX_SECONDS,
+                    max=MAX_LATENT_SECONDS,
                     step=0.1,
                     tooltip="Seconds to add before.",
                 ),
@@ -426,7 +408,7 @@ class AceStepExtendLatent(io.ComfyNode):
                     "right_seconds",
                     default=30.0,
                     min=0.0,
-                    max=MAX_SECONDS,
+                    max=MAX_LATENT_SECONDS,
                     step=0.1,
                     tooltip="Seconds to add after.",
                 ),
@@ -456,7 +438,7 @@ class AceStepExtendLatent(io.ComfyNode):
         _check_total(cls.TITLE, longer, max(left_seconds, right_seconds), total)
         padded = torch.nn.functional.pad(samples, (left, right))
         new = [r for r in ((0, left), (total - right, total)) if r[1] > r[0]]
-        return io.NodeOutput(as_latent(padded), as_mask(frame_mask(total, new, soft_edge)))
+        return io.NodeOutput(as_latent(padded), as_mask(range_mask(total, new, soft_edge)))
 
 
 NODES = [

@@ -19,52 +19,18 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from .common import CATEGORY, DiT, advanced, check_latent, explained, node_error
+from ..acestep_models.common.noise import MAX_SEED
+from ..acestep_models.v1.schedulers import MAX_STEPS
+from .common import CATEGORY, DiT, as_latent, check_latent, explained, node_error
 from .conditioning import AceStepConditioning, check_conditioning, fit_to_dit
+from .inputs import NOISE_MODES, seed_input, shared
+from .inputs import settings as sampler_settings
 
-SCHEDULERS = ["euler", "heun", "pingpong"]  # official scheduler_type
-CFG_TYPES = ["apg", "cfg", "cfg_star"]  # official cfg_type
-NOISE_MODES = ["official", "comfy"]
-MAX_SEED = 0xFFFFFFFFFFFFFFFF  # torch.Generator.manual_seed's range (ComfyUI's seed widgets use the same)
-MAX_STEPS = 1000  # the schedulers' num_train_timesteps
 # preview image width range in pixels (latent frames are stretched or averaged to fit)
 PREVIEW_WIDTH = (256, 512)
 
-NOISE_TOOLTIP = (
-    "official: one generator per batch item (seed, seed+1, ...) on the DiT's device, exactly as the official "
-    "pipeline on that device (GPU and CPU give different songs). comfy: ComfyUI's noise (comfy.sample.prepare_noise): "
-    "one CPU generator for the whole batch, the same noise on any device."
-)
-
 
 # --- inputs -------------------------------------------------------------------------------------------------------
-
-
-def seed_input(name: str, tooltip: str) -> io.Input:
-    return io.Int.Input(name, default=0, min=0, max=MAX_SEED, control_after_generate=True, tooltip=tooltip)
-
-
-def steps_input() -> io.Input:
-    return io.Int.Input(
-        "steps", default=60, min=1, max=MAX_STEPS, tooltip="Sampling steps (official infer_step, default 60)."
-    )
-
-
-def guidance_input() -> io.Input:
-    return io.Float.Input(
-        "guidance_scale",
-        default=15.0,
-        min=0.0,
-        max=200.0,
-        step=0.1,
-        tooltip="Classifier-free guidance scale (official default 15; 0 or 1 turns guidance off).",
-    )
-
-
-def noise_input() -> io.Input:
-    return advanced(
-        io.Combo.Input("noise_mode", options=NOISE_MODES, default="official", tooltip=NOISE_TOOLTIP)
-    )
 
 
 def parse_oss_steps(node: str, text: str) -> list[int]:
@@ -95,7 +61,7 @@ def parse_oss_steps(node: str, text: str) -> list[int]:
 # --- noise --------------------------------------------------------------------------------------------------------
 
 
-def make_generators(
+def noise_generators(
     node: str, mode: str, seed: int, batch: int, device: torch.device
 ) -> list[torch.Generator]:
     """``official``: one generator per batch item seeded seed, seed+1, ... on ``device`` (the official pipeline with
@@ -126,7 +92,7 @@ def check_noise_device(node: str, mode: str, scheduler: str, device: torch.devic
 # --- masks --------------------------------------------------------------------------------------------------------
 
 
-def frame_mask(node: str, mask, batch: int, frames: int) -> torch.Tensor:
+def per_frame_mask(node: str, mask, batch: int, frames: int) -> torch.Tensor:
     """ComfyUI MASK [B or 1, H, T] (e.g. ACE-Step Mask from Seconds: H = 16) -> latent-time mask [T] or [B, T]: a
     frame is regenerated as much as its most-marked row."""
     if not isinstance(mask, torch.Tensor):
@@ -165,30 +131,6 @@ def frame_mask(node: str, mask, batch: int, frames: int) -> torch.Tensor:
         raise node_error(node, "mask values must lie in [0, 1]", "", "mask", "MASK")
     per_frame = mask.amax(dim=1)
     return per_frame[0] if per_frame.shape[0] == 1 else per_frame
-
-
-def _run_length(ones: torch.Tensor) -> int:
-    return int(torch.cumprod(ones.int(), 0).sum())
-
-
-def extension(per_frame: torch.Tensor, samples: torch.Tensor) -> tuple[int, int] | None:
-    """(frames added before, after) when the mask marks exactly zero frames padded around a song (as ACE-Step
-    Extend Latent makes them), else None (a repaint)."""
-    if per_frame.ndim == 2:
-        if not (per_frame == per_frame[:1]).all():
-            return None
-        per_frame = per_frame[0]
-    if not ((per_frame == 0) | (per_frame == 1)).all():
-        return None  # soft edges: a repaint over the padded latent
-    ones = per_frame == 1
-    frames = len(ones)
-    left, right = _run_length(ones), _run_length(ones.flip(0))
-    if left + right == 0 or left + right >= frames or ones[left : frames - right].any():
-        return None
-    added = torch.cat([samples[..., :left], samples[..., frames - right :]], dim=-1)
-    if added.any() or not samples[..., left : frames - right].any():
-        return None  # song material under the mask (or no song at all): a repaint
-    return left, right
 
 
 # --- ComfyUI's side of a run: progress, preview, cancel -----------------------------------------------------------
@@ -258,7 +200,7 @@ class Live:
         return False
 
 
-def load_dit(dit, batch: int, frames: int, passes: int) -> torch.nn.Module:
+def dit_on_device(dit, batch: int, frames: int, passes: int) -> torch.nn.Module:
     """The DiT on its device, with room for ``passes`` guidance branches of ``batch`` x ``frames``."""
     width = dit.config.inner_dim
     need = (
@@ -270,10 +212,6 @@ def load_dit(dit, batch: int, frames: int, passes: int) -> torch.nn.Module:
 def engine_errors(node: str):
     """The engine's ValueErrors with the node in front (ComfyUI's interruption passes through)."""
     return explained(node, fix="Check the node's settings.")
-
-
-def as_latent(samples: torch.Tensor) -> dict:
-    return {"samples": samples.float().to(mm.intermediate_device()), "type": "audio"}
 
 
 # --- nodes --------------------------------------------------------------------------------------------------------
@@ -302,25 +240,7 @@ class AceStepSampler(io.ComfyNode):
                     "song to repaint or extend.",
                 ),
                 seed_input("seed", "The noise seed (official manual_seeds; batch item i uses seed + i)."),
-                steps_input(),
-                io.Combo.Input(
-                    "scheduler", options=SCHEDULERS, default="euler", tooltip="Official scheduler_type."
-                ),
-                io.Combo.Input(
-                    "cfg_type",
-                    options=CFG_TYPES,
-                    default="apg",
-                    tooltip="Guidance: apg (official default, adaptive projected), cfg, or cfg_star (CFG-zero*).",
-                ),
-                guidance_input(),
-                io.Float.Input(
-                    "omega_scale",
-                    default=10.0,
-                    min=-100.0,
-                    max=100.0,
-                    step=0.1,
-                    tooltip="Granularity scale (official omega_scale, default 10): higher values sharpen details.",
-                ),
+                *shared("steps", "scheduler", "cfg_type", "guidance_scale", "omega_scale"),
                 io.Float.Input(
                     "retake_variance",
                     default=0.5,
@@ -349,80 +269,17 @@ class AceStepSampler(io.ComfyNode):
                     optional=True,
                     tooltip="audio2audio: the song to start from (ACE-Step Audio to Latent); it sets the length.",
                 ),
-                advanced(
-                    io.Float.Input(
-                        "guidance_interval",
-                        default=0.5,
-                        min=0.0,
-                        max=1.0,
-                        step=0.01,
-                        tooltip="Share of the steps, centred on the middle, that use guidance (official 0.5).",
-                    )
+                *shared(
+                    "guidance_interval",
+                    "guidance_interval_decay",
+                    "min_guidance_scale",
+                    "use_erg_lyric",
+                    "use_erg_diffusion",
+                    "guidance_scale_text",
+                    "guidance_scale_lyric",
+                    "oss_steps",
+                    "noise_mode",
                 ),
-                advanced(
-                    io.Float.Input(
-                        "guidance_interval_decay",
-                        default=0.0,
-                        min=0.0,
-                        max=1.0,
-                        step=0.01,
-                        tooltip="Lowers the guidance scale linearly across the interval towards min_guidance_scale.",
-                    )
-                ),
-                advanced(
-                    io.Float.Input(
-                        "min_guidance_scale",
-                        default=3.0,
-                        min=0.0,
-                        max=200.0,
-                        step=0.1,
-                        tooltip="Where the interval decay ends (official 3).",
-                    )
-                ),
-                advanced(
-                    io.Boolean.Input(
-                        "use_erg_lyric",
-                        default=True,
-                        tooltip="Official ERG on the lyrics for the unconditional branch (the official app's UI "
-                        "turns it off; its pipeline default is on).",
-                    )
-                ),
-                advanced(
-                    io.Boolean.Input(
-                        "use_erg_diffusion",
-                        default=True,
-                        tooltip="Official ERG in the DiT's unconditional pass.",
-                    )
-                ),
-                advanced(
-                    io.Float.Input(
-                        "guidance_scale_text",
-                        default=0.0,
-                        min=0.0,
-                        max=200.0,
-                        step=0.1,
-                        tooltip="With guidance_scale_lyric, both above 1: separate text and lyric guidance.",
-                    )
-                ),
-                advanced(
-                    io.Float.Input(
-                        "guidance_scale_lyric",
-                        default=0.0,
-                        min=0.0,
-                        max=200.0,
-                        step=0.1,
-                        tooltip="With guidance_scale_text, both above 1: separate text and lyric guidance.",
-                    )
-                ),
-                advanced(
-                    io.String.Input(
-                        "oss_steps",
-                        default="",
-                        tooltip="Official optimal-step sampling: step numbers such as '16, 29, 52' replace the "
-                        "schedule (empty: off).",
-                    )
-                ),
-                noise_input(),
             ],
             outputs=[
                 io.Latent.Output(display_name="latent", tooltip="The song's latent [batch, 8, 16, frames].")
@@ -456,29 +313,30 @@ class AceStepSampler(io.ComfyNode):
         oss_steps: str = "",
         noise_mode: str = "official",
     ) -> io.NodeOutput:
+        from ..acestep_models.common import tasks
         from ..acestep_models.v1 import sampler as S
 
         node = cls.TITLE
         cond = check_conditioning(node, "conditioning", conditioning)
         samples = check_latent(node, "latent", latent)
         batch, frames = samples.shape[0], samples.shape[-1]
-        settings = S.SamplerSettings(
-            infer_step=steps,
-            guidance_scale=guidance_scale,
-            scheduler_type=scheduler,
-            cfg_type=cfg_type,
+        settings = sampler_settings(
+            steps=steps,
+            scheduler=scheduler,
             omega_scale=omega_scale,
+            oss_steps=parse_oss_steps(node, oss_steps),
+            guidance_scale=guidance_scale,
+            cfg_type=cfg_type,
             guidance_interval=guidance_interval,
             guidance_interval_decay=guidance_interval_decay,
             min_guidance_scale=min_guidance_scale,
             use_erg_lyric=use_erg_lyric,
             use_erg_diffusion=use_erg_diffusion,
-            oss_steps=parse_oss_steps(node, oss_steps),
             guidance_scale_text=guidance_scale_text,
             guidance_scale_lyric=guidance_scale_lyric,
         )
         total = max(settings.oss_steps) if settings.oss_steps else steps
-        task: dict = {}
+        task = tasks.TEXT2MUSIC
         if mask is not None and reference is not None:
             raise node_error(
                 node,
@@ -505,11 +363,10 @@ class AceStepSampler(io.ComfyNode):
                     "reference_strength",
                     reference_strength,
                 )
-            task.update(ref_latents=ref, ref_audio_strength=reference_strength)
+            task = tasks.Audio2Audio(ref, reference_strength)
         if mask is not None:
-            per_frame = frame_mask(node, mask, batch, frames)
-            retake = bool((per_frame == 1).all())  # official: a retake is a repaint of the whole song
-            if not retake and int(total * (1 - retake_variance)) >= total:
+            task = tasks.from_mask(samples, per_frame_mask(node, mask, batch, frames), retake_variance)
+            if not isinstance(task, tasks.Retake) and int(total * (1 - retake_variance)) >= total:
                 raise node_error(
                     node,
                     f"regenerates nothing: int({total} steps * (1 - variance)) leaves no step",
@@ -517,36 +374,24 @@ class AceStepSampler(io.ComfyNode):
                     "retake_variance",
                     retake_variance,
                 )
-            task.update(add_retake_noise=True, retake_variance=retake_variance)
-            added = extension(per_frame, samples)
-            if added is None:
-                task.update(repaint_mask=per_frame, src_latents=samples)
-            else:  # the official extend: the song without its padding, the frames to add as the repaint range
-                left, right = added
-                src = samples[..., left : frames - right]
-                after_left = min(src.shape[-1] + left, S.MAX_FRAMES) if left > 0 else src.shape[-1]
-                task.update(src_latents=src, repaint_start_frame=-left, repaint_end_frame=after_left + right)
 
-        model = load_dit(dit, batch, frames, 3 if guidance_scale not in (0.0, 1.0) else 1)
+        model = dit_on_device(dit, batch, frames, 3 if guidance_scale not in (0.0, 1.0) else 1)
         device, dtype = dit.device, dit.dtype
         check_noise_device(node, noise_mode, scheduler, device)
-        generators = make_generators(node, noise_mode, seed, batch, device)
-        retake_generators = make_generators(node, noise_mode, retake_seed, batch, device)
+        generators = noise_generators(node, noise_mode, seed, batch, device)
+        retake_generators = noise_generators(node, noise_mode, retake_seed, batch, device)
         cond = fit_to_dit(node, "conditioning", cond, dit).to(device, dtype)
-        for key in ("src_latents", "ref_latents"):
-            if key in task:
-                task[key] = task[key].to(device, dtype)
         with engine_errors(node), Live(model, total) as live:
-            out = S.text2music(
+            out = S.sample(
                 model,
                 cond,
                 settings,
                 generators,
+                tasks.to(task, device, dtype),
                 frames=frames,
                 retake_generators=retake_generators,
                 progress=live.progress,
                 interrupt=live.interrupt,
-                **task,
             )
         return io.NodeOutput(as_latent(out))
 
@@ -580,13 +425,11 @@ class AceStepFlowEdit(io.ComfyNode):
                 seed_input(
                     "seed", "The edit's noise seed (official: the retake seeds; item i uses seed + i)."
                 ),
-                steps_input(),
-                guidance_input(),
-                io.Combo.Input(
+                *shared(
+                    "steps",
+                    "guidance_scale",
                     "scheduler",
-                    options=SCHEDULERS,
-                    default="euler",
-                    tooltip="Official scheduler_type (the edit itself always steps with Euler; pingpong changes the "
+                    scheduler="Official scheduler_type (the edit itself always steps with Euler; pingpong changes the "
                     "official edit's behaviour, kept as is).",
                 ),
                 io.Float.Input(
@@ -614,7 +457,7 @@ class AceStepFlowEdit(io.ComfyNode):
                     max=64,
                     tooltip="Noise draws averaged per edit step (official 1).",
                 ),
-                noise_input(),
+                *shared("noise_mode"),
             ],
             outputs=[io.Latent.Output(display_name="latent", tooltip="The edited song's latent.")],
         )
@@ -635,6 +478,7 @@ class AceStepFlowEdit(io.ComfyNode):
         n_avg: int,
         noise_mode: str = "official",
     ) -> io.NodeOutput:
+        from ..acestep_models.common import tasks
         from ..acestep_models.v1 import sampler as S
 
         node = cls.TITLE
@@ -654,26 +498,23 @@ class AceStepFlowEdit(io.ComfyNode):
                 "latent",
                 "LATENT",
             )
-        model = load_dit(dit, batch, frames, 4 * n_avg)
+        model = dit_on_device(dit, batch, frames, 4 * n_avg)
         device, dtype = dit.device, dit.dtype
         check_noise_device(node, noise_mode, scheduler, device)
-        generators = make_generators(node, noise_mode, seed, batch, device)
+        generators = noise_generators(node, noise_mode, seed, batch, device)
         src_cond = fit_to_dit(node, "conditioning", src_cond, dit).to(device, dtype)
-        tar_cond = fit_to_dit(node, "target_conditioning", tar_cond, dit).to(device, dtype)
+        tar_cond = fit_to_dit(node, "target_conditioning", tar_cond, dit)
+        edit = tasks.Edit(samples[:1], tar_cond, n_min, n_max, n_avg)
+        settings = sampler_settings(steps=steps, scheduler=scheduler, guidance_scale=guidance_scale)
         total = steps - int(steps * n_min)
         with engine_errors(node), Live(model, max(total, 1)) as live:
-            out = S.flow_edit(
+            out = S.sample(
                 model,
                 src_cond,
-                tar_cond,
-                samples[:1].to(device, dtype),
+                settings,
                 generators,
-                infer_steps=steps,
-                guidance_scale=guidance_scale,
-                n_min=n_min,
-                n_max=n_max,
-                n_avg=n_avg,
-                scheduler_type=scheduler,
+                tasks.to(edit, device, dtype),
+                frames=frames,
                 progress=live.progress,
                 interrupt=live.interrupt,
             )

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range (ComfyUI's seed widgets use the same)
+
 
 def batch_noise(
     shape: Sequence[int], generators: Sequence[torch.Generator], device, dtype: torch.dtype

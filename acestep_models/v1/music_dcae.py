@@ -35,6 +35,7 @@ OUTPUT_SAMPLE_RATE = 48000  # official latents2audio(sample_rate=48000)
 HOP_LENGTH = 512  # audio samples per mel frame
 TIME_DOWNSAMPLE = 8  # mel frames per latent frame
 SAMPLES_PER_FRAME = HOP_LENGTH * TIME_DOWNSAMPLE  # 4096: encode pads the 44.1 kHz audio to a multiple of this
+LATENT_SHAPE = (8, 16)  # latents [B, 8, 16, T]: channels, mel rows (ComfyUI's native ACE latents alike)
 
 # Official decode_overlap windows (music_dcae_pipeline.py, decode_overlap).
 DCAE_WINDOW = 512  # latent frames per DCAE window ...
@@ -49,6 +50,16 @@ VOCODER_TILE = 2048  # mel frames per vocoder tile in our (seamless) tiled decod
 def frames_for_seconds(seconds: float) -> int:
     """Latent frames for a duration, as the official pipeline counts them."""
     return int(seconds * VAE_SAMPLE_RATE / HOP_LENGTH / TIME_DOWNSAMPLE)
+
+
+def frames_for_samples(samples: int, sample_rate: int) -> int:
+    """Latent frames ``encode`` makes of ``samples`` at ``sample_rate``: resampled to 44.1 kHz, padded up."""
+    return math.ceil(math.ceil(samples * VAE_SAMPLE_RATE / sample_rate) / SAMPLES_PER_FRAME)
+
+
+def seconds_for_frames(frames: float) -> float:
+    """The duration ``frames`` latent frames cover (one frame is about 92.9 ms)."""
+    return frames * SAMPLES_PER_FRAME / VAE_SAMPLE_RATE
 
 
 def samples_for_frames(frames: int, sample_rate: int = OUTPUT_SAMPLE_RATE) -> int:

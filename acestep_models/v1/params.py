@@ -18,6 +18,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..common.guidance import CFG_TYPES
+from ..common.noise import MAX_SEED
+from .sampler import WINDOW_SECONDS
+from .schedulers import MAX_STEPS, SCHEDULERS
+
 # Every keyword of the official ACEStepPipeline.__call__ with its default, less format/save_path/debug (where and
 # how to write files is the caller's business). Kept in the official order.
 OFFICIAL_DEFAULTS: dict[str, Any] = {
@@ -65,13 +70,9 @@ SEEDS_ALIAS = "actual_seeds"  # the official file's name for the seeds it used (
 
 TASKS = ("text2music", "retake", "repaint", "extend", "edit", "audio2audio")
 SOURCE_TASKS = ("repaint", "extend", "edit")  # tasks that start from src_audio_path
-SCHEDULERS = ("euler", "heun", "pingpong")
-CFG_TYPES = ("apg", "cfg", "cfg_star")
 PATH_KEYS = ("src_audio_path", "ref_audio_input")
 
-MAX_SECONDS = 240.0  # the official UI's longest song and extend's cap (max_infer_fame_length = 240 s)
-MAX_STEPS = 1000  # the schedulers' num_train_timesteps
-MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range (the official app draws from [0, 2**32))
+MAX_SECONDS = WINDOW_SECONDS  # the official UI's longest song and extend's cap
 
 # Value kinds, for JSON checking and for parsing command-line flags.
 INT_KEYS = ("infer_step", "edit_n_avg", "batch_size")

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 import torch
 
+from ..common import tasks
 from ..common.guidance import uses_cfg
 from ..common.progress import Interrupted
 from . import sampler as S
 from .conditioning import Conditioning, encode_conditioning
 from .music_dcae import OUTPUT_SAMPLE_RATE, frames_for_seconds
-from .params import OFFICIAL_DEFAULTS  # the official __call__ keywords and defaults
+from .params import OFFICIAL_DEFAULTS, TASKS  # the official __call__ keywords, defaults and task names
 from .sampler import SamplerSettings
 
 __all__ = [
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 # Every keyword of the official ACEStepPipeline.__call__ (minus format, save_path, debug) with its default.
 # Official keywords that do not change the result (output file handling, logging).
 OUTPUT_KEYS = ("format", "save_path", "debug")
-TASKS = ("text2music", "retake", "repaint", "extend", "edit", "audio2audio")
 RANDOM_DURATION = (30.0, 240.0)  # official: audio_duration <= 0 draws random.uniform(30, 240)
 OVERLAP_DECODE_MIN_SECONDS = 48  # official latents2audio: decode_overlap only for songs over 48 s
 
@@ -190,6 +190,16 @@ def generate(
             ref_latents = None
         t1 = time.time()
 
+        settings = SamplerSettings(
+            **{k: p[k] for k in SamplerSettings.__dataclass_fields__ if k != "oss_steps"},
+            oss_steps=oss_steps,
+        )
+        frames = frames_for_seconds(duration)
+        if (
+            src_latents is not None
+        ):  # the source sets the length (also when a whole-song mask makes it a retake)
+            src_latents = src_latents.to(device, dtype)
+            frames = src_latents.shape[-1]
         if task == "edit":
             target = encode_conditioning(
                 models,
@@ -198,46 +208,33 @@ def generate(
                 use_erg_tag=False,
                 device=device,
             ).to(device, dtype)
-            latents = S.flow_edit(
-                models.dit,
-                cond,
-                target,
-                src_latents.to(device, dtype),
-                retake_generators,  # official: "more diversity"
-                infer_steps=p["infer_step"],
-                guidance_scale=p["guidance_scale"],
-                n_min=p["edit_n_min"],
-                n_max=p["edit_n_max"],
-                n_avg=p["edit_n_avg"],
-                scheduler_type=p["scheduler_type"],
-                progress=progress,
-                interrupt=interrupt,
-                batch_passes=batch_passes,
+            job = tasks.Edit(src_latents, target, p["edit_n_min"], p["edit_n_max"], p["edit_n_avg"])
+        elif task in ("retake", "repaint", "extend"):
+            job = S.official_range_task(
+                frames_for_seconds(repaint_start),
+                frames_for_seconds(repaint_end),
+                frames,
+                p["retake_variance"],
+                src_latents,
+                repaint_mask,
+                batch_size,
             )
+        elif ref_latents is not None:
+            job = tasks.Audio2Audio(ref_latents.to(device, dtype), p["ref_audio_strength"])
         else:
-            settings = SamplerSettings(
-                **{k: p[k] for k in SamplerSettings.__dataclass_fields__ if k != "oss_steps"},
-                oss_steps=oss_steps,
-            )
-            latents = S.text2music(
-                models.dit,
-                cond,
-                settings,
-                generators,
-                frames=frames_for_seconds(duration),
-                retake_generators=retake_generators,
-                retake_variance=p["retake_variance"],
-                add_retake_noise=task in ("retake", "repaint", "extend"),
-                repaint_start_frame=frames_for_seconds(repaint_start),
-                repaint_end_frame=frames_for_seconds(repaint_end),
-                repaint_mask=repaint_mask,
-                src_latents=None if src_latents is None else src_latents.to(device, dtype),
-                ref_latents=None if ref_latents is None else ref_latents.to(device, dtype),
-                ref_audio_strength=p["ref_audio_strength"],
-                progress=progress,
-                interrupt=interrupt,
-                batch_passes=batch_passes,
-            )
+            job = tasks.Text2Music()
+        latents = S.sample(
+            models.dit,
+            cond,
+            settings,
+            generators,
+            job,
+            frames=frames,
+            retake_generators=retake_generators,  # official: edit's noise too ("more diversity")
+            progress=progress,
+            interrupt=interrupt,
+            batch_passes=batch_passes,
+        )
         t2 = time.time()
         audio = []
         if decode:

@@ -21,7 +21,7 @@ step comes from the first generator.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
@@ -30,16 +30,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..common import guidance as G
+from ..common import tasks
 from ..common.noise import batch_noise
-from ..common.progress import Progress, check_interrupt
+from ..common.progress import Interrupt, Progress, check_interrupt
+from ..common.sampling import run_steps
 from .conditioning import Conditioning
+from .music_dcae import LATENT_SHAPE, frames_for_seconds
 from .schedulers import SCHEDULERS, Schedule, Stepper, first_step_index, make_schedule, oss_schedule
 
 ERG_TAU = 0.01  # official forward_{encoder,diffusion}_with_temperature(tau=0.01)
 ERG_LYRIC_LAYERS = range(4, 6)  # official forward_encoder_with_temperature(l_min=4, l_max=6)
 ERG_DIT_BLOCKS = range(15, 20)  # official forward_diffusion_with_temperature(l_min=15, l_max=20)
-MAX_FRAMES = int(240 * 44100 / 512 / 8)  # official extend window: at most 240 s (2583 frames) are sampled
-LATENT_SHAPE = (8, 16)  # latent channels, mel rows
+WINDOW_SECONDS = 240.0  # official max_infer_fame_length: the longest song, and extend's window
+MAX_FRAMES = frames_for_seconds(WINDOW_SECONDS)  # at most 2583 frames are sampled
 
 # --- settings -----------------------------------------------------------------------------------------------------
 
@@ -262,52 +265,64 @@ class _Repaint:
     prepend: torch.Tensor | None = None  # frames to put before the result (right-extend window)
 
 
+def official_range_task(
+    start: int,
+    end: int,
+    frames: int,
+    variance: float,
+    source: torch.Tensor | None,
+    mask: torch.Tensor | None = None,
+    batch: int = 1,
+) -> tasks.Retake | tasks.Repaint | tasks.Extend:
+    """The official repaint range ``[start, end)`` in latent frames of a song of ``frames`` frames as a task:
+    start < 0 or end > frames extends, the whole song is a retake, anything else a repaint. ``mask``: an optional
+    [T] / [B, T] latent mask replacing the range (for extend: over the extended frames).
+
+    Official quirks kept: an extend ignores a start >= 0, and its right pad counts from the left-padded source cut
+    to the 240 s window (so when both sides grow, an end inside that window adds nothing on the right)."""
+    if start < 0 or end > frames:
+        left = -start if start < 0 else 0
+        after_left = min(frames + left, MAX_FRAMES) if left > 0 else frames
+        right = max(0, end - after_left) if end > frames else 0
+        if source is None:
+            raise ValueError("repaint and extend need source latents (src_audio)")
+        return tasks.Extend(source, left, right, variance, mask)
+    if mask is not None:
+        if bool(
+            (_latent_mask(mask, batch, frames, "cpu") == 1).all()
+        ):  # the whole song: official range [0, T]
+            return tasks.Retake(variance)
+    elif end - start == frames:  # a retake: the noise only is varied
+        return tasks.Retake(variance)
+    if source is None:
+        raise ValueError("repaint and extend need source latents (src_audio)")
+    return tasks.Repaint(source, tasks.range_mask(frames, [(start, end)]) if mask is None else mask, variance)
+
+
 def _retake_plan(
     target: torch.Tensor,
     generators: Sequence[torch.Generator],
-    variance: float,
-    start: int,
-    end: int,
-    src_latents: torch.Tensor | None,
-    mask: torch.Tensor | None,
+    task: tasks.Retake | tasks.Repaint | tasks.Extend,
     n_min: int,
 ) -> tuple[torch.Tensor, _Repaint | None]:
-    """The official ``add_retake_noise`` block. Returns the start latents and, for repaint/extend, the plan.
-
-    ``start``/``end``: the official repaint range in latent frames (start < 0 or end > T extends); ``mask``: an
-    optional [T] / [B, T] latent mask replacing the range (for extend: over the extended frames)."""
+    """The official ``add_retake_noise`` block. Returns the start latents and, for repaint/extend, the plan."""
     B, frames, device, dtype = target.shape[0], target.shape[-1], target.device, target.dtype
-    angle = torch.tensor(variance * math.pi / 2).to(device).to(dtype)
-    is_extend = start < 0 or end > frames
-    left = -start if start < 0 else 0
-    # The official right pad counts from the (left-padded, windowed) source: a quirk when both sides grow; where
-    # that leaves nothing (official: a crop, then an assert) nothing is added on the right.
-    after_left = min(frames + left, MAX_FRAMES) if left > 0 else frames
-    right = max(0, end - after_left) if end > frames else 0
+    angle = torch.tensor(task.variance * math.pi / 2).to(device).to(dtype)
+    left, right = (task.left, task.right) if isinstance(task, tasks.Extend) else (0, 0)
     # Official: retake noise as long as the source; extending by more than that fails there (an assert), so only
     # then is it drawn longer here.
     retake = batch_noise((B, *LATENT_SHAPE, max(frames, left, right)), generators, device, dtype)
-    if mask is not None and not is_extend:
-        user = _latent_mask(mask, B, frames, device)
-        if bool((user == 1).all()):  # the whole song: the official range [0, T] case
-            start, end = 0, frames
-        else:
-            start, end = 0, 0
-    else:
-        user = None
-    if not is_extend and end - start == frames:  # a retake: the noise only is varied
+    if isinstance(task, tasks.Retake):
         return torch.cos(angle) * target + torch.sin(angle) * retake, None
-    if src_latents is None:
-        raise ValueError("repaint and extend need source latents (src_audio)")
-    if not is_extend:
-        if user is None:
-            user = torch.zeros(B, *LATENT_SHAPE, frames, device=device, dtype=dtype)
-            user[..., start:end] = 1.0
+    if isinstance(task, tasks.Repaint):
+        user = _latent_mask(task.mask, B, frames, device)
+        if bool((user == 1).all()):  # the whole song: the official range [0, T] case
+            return torch.cos(angle) * target + torch.sin(angle) * retake, None
         blended = torch.cos(angle) * target + torch.sin(angle) * retake
         z0 = torch.where(user > 0, blended, target)
-        return target, _Repaint(src_latents, z0, user, n_min)
+        return target, _Repaint(task.source, z0, user, n_min)
     # extend: zero-pad the source, regenerate the padding; at most MAX_FRAMES are sampled (official window)
-    gt, append, prepend, left_trim, right_trim = src_latents, None, None, 0, 0
+    gt, append, prepend, left_trim, right_trim = task.source, None, None, 0, 0
     if left > 0:
         gt = F.pad(gt, (left, 0))
         if gt.shape[-1] > MAX_FRAMES:
@@ -323,9 +338,9 @@ def _retake_plan(
             padded = padded[..., -MAX_FRAMES:]
         gt = padded
     length = gt.shape[-1]
-    if user is None and mask is not None:
-        user = _latent_mask(mask, B, length, device)
-    if user is None:
+    if task.mask is not None:
+        user = _latent_mask(task.mask, B, length, device)
+    else:
         user = torch.zeros(B, *LATENT_SHAPE, length, device=device, dtype=dtype)
         if left > 0:
             user[..., :left] = 1.0
@@ -390,6 +405,18 @@ class GuidedVelocity:
         return G.cfg_zero_star(v["cond"], v["uncond"], scale, i)
 
 
+def _repaint_step(plan: _Repaint, timesteps: torch.Tensor, dtype: torch.dtype):
+    """Repaint's step: plain Euler, then the source's noised trajectory put back outside the mask (official)."""
+
+    def step(i: int, t: torch.Tensor, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        t_i = t / 1000
+        t_next = timesteps[i + 1] / 1000 if i + 1 < len(timesteps) else torch.zeros_like(t_i)
+        x = (x.to(torch.float32) + (t_next - t_i) * v).to(dtype)
+        return _blend(plan.mask, x, (1 - t_next) * plan.x0 + t_next * plan.z0)
+
+    return step
+
+
 @torch.no_grad()
 def text2music(
     dit: nn.Module,
@@ -398,80 +425,55 @@ def text2music(
     generators: Sequence[torch.Generator],
     *,
     frames: int,
+    task: tasks.Text2Music
+    | tasks.Retake
+    | tasks.Repaint
+    | tasks.Extend
+    | tasks.Audio2Audio = tasks.TEXT2MUSIC,
     retake_generators: Sequence[torch.Generator] | None = None,
-    retake_variance: float = 0.5,
-    add_retake_noise: bool = False,
-    repaint_start_frame: int = 0,
-    repaint_end_frame: int = 0,
-    repaint_mask: torch.Tensor | None = None,
-    src_latents: torch.Tensor | None = None,
-    ref_latents: torch.Tensor | None = None,
-    ref_audio_strength: float = 0.5,
     progress: Progress | None = None,
-    interrupt: Callable[[], bool] | None = None,
+    interrupt: Interrupt | None = None,
     batch_passes: bool = True,
 ) -> torch.Tensor:
     """The official ``text2music_diffusion_process``: latents [B, 8, 16, T] for B = len(generators).
 
-    ``cond`` must already be on the DiT's device and in the sampling dtype. ``frames``: the length from the
-    duration (a source or reference replaces it). ``add_retake_noise``: retake/repaint/extend (official range in
-    latent frames, or ``repaint_mask``); ``ref_latents``: audio2audio from a reference at ``ref_audio_strength``.
-    """
+    ``cond`` must already be on the DiT's device and in the sampling dtype, as the task's latents. ``frames``: the
+    length from the duration (a source or reference replaces it). ``retake_generators`` draw the second noise of
+    retake, repaint and extend (default: ``generators``)."""
     settings.check()
     device, dtype = cond.text.device, cond.text.dtype
     B = len(generators)
     schedule = schedule_for(settings, device, dtype)
     infer_steps = max(settings.oss_steps) if settings.oss_steps else settings.infer_step
-    if src_latents is not None:
-        frames = src_latents.shape[-1]
-    if ref_latents is not None:
-        frames = ref_latents.shape[-1]
+    if isinstance(task, (tasks.Repaint, tasks.Extend)):
+        frames = task.source.shape[-1]
+    if isinstance(task, tasks.Audio2Audio):
+        frames = task.reference.shape[-1]
     target = batch_noise((B, *LATENT_SHAPE, frames), generators, device, dtype)
 
     plan = None
-    if add_retake_noise:
-        n_min = int(infer_steps * (1 - retake_variance))
-        target, plan = _retake_plan(
-            target,
-            retake_generators or generators,
-            retake_variance,
-            repaint_start_frame,
-            repaint_end_frame,
-            src_latents,
-            repaint_mask,
-            n_min,
-        )
-    if ref_latents is not None:  # audio2audio: start part-way, from the noised reference (add_latents_noise)
-        sigma_max = 1 - ref_audio_strength
+    if isinstance(task, (tasks.Retake, tasks.Repaint, tasks.Extend)):
+        n_min = int(infer_steps * (1 - task.variance))
+        target, plan = _retake_plan(target, retake_generators or generators, task, n_min)
+    if isinstance(task, tasks.Audio2Audio):  # start part-way, from the noised reference (add_latents_noise)
+        sigma_max = 1 - task.strength
         schedule = make_schedule(settings.scheduler_type, int(sigma_max * infer_steps), sigma_max, device)
-        target = ref_latents * (1 - schedule.sigma_max) + target * schedule.sigma_max
+        target = task.reference * (1 - schedule.sigma_max) + target * schedule.sigma_max
 
     branches = encode_branches(dit, cond, B, settings)
-    velocity = GuidedVelocity(dit, branches, settings, schedule.num_inference_steps, batch_passes)
-    stepper = Stepper(schedule, settings.omega_scale)
+    guided = GuidedVelocity(dit, branches, settings, schedule.num_inference_steps, batch_passes)
     timesteps = schedule.timesteps
-
-    first = plan.n_min if plan is not None else 0  # official: repaint skips the steps before n_min
-    total, done = max(0, len(timesteps) - max(first, 0)), 0
-    for i, t in enumerate(timesteps):
-        if i < first:
-            continue
-        check_interrupt(interrupt)
-        if plan is not None and i == first:
-            t_i = t / 1000
-            noised_src = (1 - t_i) * plan.x0 + t_i * plan.z0
+    if plan is None:
+        stepper = Stepper(schedule, settings.omega_scale)
+        step = lambda i, t, v, x: stepper.step(v, t, x, generators[0])  # noqa: E731
+        first = 0
+    else:  # official: repaint skips the steps before n_min and starts from the source noised to that step
+        step, first = _repaint_step(plan, timesteps, dtype), plan.n_min
+        if 0 <= first < len(timesteps):
+            t_first = timesteps[first] / 1000
+            noised_src = (1 - t_first) * plan.x0 + t_first * plan.z0
             target = plan.x0.clone() + noised_src - plan.x0  # official zt_edit + zt_src - x0
-        v = velocity(i, t, target)
-        if plan is not None:  # plain Euler, then the source's noised trajectory outside the mask
-            t_i = t / 1000
-            t_next = timesteps[i + 1] / 1000 if i + 1 < len(timesteps) else torch.zeros_like(t_i)
-            target = (target.to(torch.float32) + (t_next - t_i) * v).to(dtype)
-            target = _blend(plan.mask, target, (1 - t_next) * plan.x0 + t_next * plan.z0)
-        else:
-            target = stepper.step(v, t, target, generators[0])
-        done += 1
-        if progress is not None:
-            progress(done, total)
+    target = run_steps(timesteps, guided, step, target, start=first, progress=progress, interrupt=interrupt)
 
     if plan is not None:
         if plan.append is not None:
@@ -479,6 +481,52 @@ def text2music(
         if plan.prepend is not None:
             target = torch.cat([plan.prepend.expand(len(target), -1, -1, -1), target], dim=-1)
     return target
+
+
+def sample(
+    dit: nn.Module,
+    cond: Conditioning,
+    settings: SamplerSettings,
+    generators: Sequence[torch.Generator],
+    task: tasks.Task = tasks.TEXT2MUSIC,
+    *,
+    frames: int,
+    retake_generators: Sequence[torch.Generator] | None = None,
+    progress: Progress | None = None,
+    interrupt: Interrupt | None = None,
+    batch_passes: bool = True,
+) -> torch.Tensor:
+    """One official v1 task: flow-edit for ``tasks.Edit`` (its noise from ``retake_generators``, as official, or
+    ``generators``), the text2music loop for every other task."""
+    if isinstance(task, tasks.Edit):
+        return flow_edit(
+            dit,
+            cond,
+            task.target,
+            task.source,
+            retake_generators or generators,
+            infer_steps=settings.infer_step,
+            guidance_scale=settings.guidance_scale,
+            n_min=task.n_min,
+            n_max=task.n_max,
+            n_avg=task.n_avg,
+            scheduler_type=settings.scheduler_type,
+            progress=progress,
+            interrupt=interrupt,
+            batch_passes=batch_passes,
+        )
+    return text2music(
+        dit,
+        cond,
+        settings,
+        generators,
+        frames=frames,
+        task=task,
+        retake_generators=retake_generators,
+        progress=progress,
+        interrupt=interrupt,
+        batch_passes=batch_passes,
+    )
 
 
 # --- flow-edit ----------------------------------------------------------------------------------------------------
@@ -510,7 +558,7 @@ def flow_edit(
     n_avg: int = 1,
     scheduler_type: str = "euler",
     progress: Progress | None = None,
-    interrupt: Callable[[], bool] | None = None,
+    interrupt: Interrupt | None = None,
     batch_passes: bool = True,
 ) -> torch.Tensor:
     """The official ``flowedit_diffusion_process``: edit ``src_latents`` [1, 8, 16, T] from the source prompt and

@@ -24,7 +24,8 @@ import torch
 
 SHIFT = 3.0  # official pipeline: every scheduler is built with shift=3.0
 NUM_TRAIN_TIMESTEPS = 1000  # official num_train_timesteps; the DiT's timestep is 1000 * sigma
-SCHEDULERS = ("euler", "heun", "pingpong")
+MAX_STEPS = NUM_TRAIN_TIMESTEPS  # the most steps a schedule can have
+SCHEDULERS = ("euler", "heun", "pingpong")  # official scheduler_type: FlowMatch{Euler,Heun,PingPong}
 # official logistic_function(omega, L=0.9, U=1.1, x_0=0.0, k=0.1) in the schedulers' step()
 OMEGA_LOW, OMEGA_HIGH, OMEGA_STEEPNESS = 0.9, 1.1, 0.1
 
@@ -125,6 +126,11 @@ class Stepper:
         self.schedule, self.w = schedule, omega_weight(omega)
         self.index: int | None = None
         self._heun: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # derivative, dt, sample
+
+    @property
+    def corrects_next(self) -> bool:
+        """The next call is Heun's corrector (of the step the last call predicted)."""
+        return self._heun is not None
 
     def step(
         self, v: torch.Tensor, t: torch.Tensor, x: torch.Tensor, generator: torch.Generator | None = None

@@ -490,12 +490,12 @@ def test_comfy_noise_is_comfyuis_prepare_noise(tmp_path):
         """
         import comfy.sample
         from acestep_pack.acestep_models.common.noise import batch_noise
-        from acestep_pack.nodes.sampling import make_generators
+        from acestep_pack.nodes.sampling import noise_generators
 
         latent = torch.zeros(3, 8, 16, 21)
-        ours = batch_noise(latent.shape, make_generators("test", "comfy", 1234, 3, torch.device("cpu")), "cpu",
+        ours = batch_noise(latent.shape, noise_generators("test", "comfy", 1234, 3, torch.device("cpu")), "cpu",
                            torch.float32)
-        official = batch_noise(latent.shape, make_generators("test", "official", 1234, 3, torch.device("cpu")), "cpu",
+        official = batch_noise(latent.shape, noise_generators("test", "official", 1234, 3, torch.device("cpu")), "cpu",
                                torch.float32)
         one = batch_noise((1, 8, 16, 21), [torch.Generator().manual_seed(1235)], "cpu", torch.float32)
         print(json.dumps({

@@ -344,3 +344,48 @@ def test_conditioning_is_batch_one_with_zero_speaker(models):
     assert cond.speaker.shape == (1, models.dit.config.speaker_embedding_dim) and not cond.speaker.any()
     assert not torch.equal(cond.text, cond.text_null)
     assert encode_conditioning(models, "pop", "", use_erg_tag=False).text_null is None
+
+
+# --- the task objects, as the nodes build them ----------------------------------------------------------------------
+
+
+def _sample_task(models, params: dict, task) -> torch.Tensor:
+    """``sampler.sample`` called as ACE-Step Sampler calls it, with the official run's conditioning and seeds."""
+    from acestep_models.common import tasks
+    from acestep_models.v1.pipeline import make_generators
+
+    cond = encode_conditioning(models, params["prompt"], params["lyrics"])
+    generators, _ = make_generators(1, params["manual_seeds"])
+    retake, _ = make_generators(1, params["retake_seeds"])
+    settings = S.SamplerSettings(
+        infer_step=params["infer_step"], scheduler_type=params.get("scheduler_type", "euler")
+    )
+    return S.sample(models.dit, cond, settings, generators, tasks.to(task, "cpu", torch.float32), frames=1,
+                    retake_generators=retake)  # fmt: skip
+
+
+def test_a_padded_latent_and_its_mask_read_as_the_official_extend(models, golden_latents):
+    from acestep_models.common import tasks
+
+    params = case_params("extend_both")  # 3 frames added on the left, 5 on the right of 13
+    src = models.vae.encode(src_audio()[0][None], sample_rate=src_audio()[1])
+    padded = torch.nn.functional.pad(src, (3, 5))
+    mask = tasks.range_mask(21, [(0, 3), (16, 21)])
+    task = tasks.from_mask(padded, mask, variance=0.5)
+    assert (
+        isinstance(task, tasks.Extend) and (task.left, task.right) == (3, 5) and torch.equal(task.source, src)
+    )
+    assert rel_err(_sample_task(models, params, task), golden_latents["extend_both"]) < 1e-4
+
+
+def test_a_repaint_task_gives_the_official_repaint(models, golden_latents):
+    from acestep_models.common import tasks
+
+    params = case_params("repaint")  # 0.3 .. 0.8 s of 13 frames: frames 3..7
+    src = models.vae.encode(src_audio()[0][None], sample_rate=src_audio()[1])
+    mask = tasks.range_mask(13, [(3, 8)])
+    task = tasks.from_mask(src, mask, variance=params["retake_variance"])
+    assert isinstance(task, tasks.Repaint)
+    assert rel_err(_sample_task(models, params, task), golden_latents["repaint"]) < 1e-4
+    # all ones: a retake of the whole song
+    assert isinstance(tasks.from_mask(src, torch.ones(13), 0.5), tasks.Retake)
