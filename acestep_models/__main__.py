@@ -106,6 +106,8 @@ def check(args: argparse.Namespace) -> None:
 
     path = find_checkpoint(args.checkpoint, args.download)
     dtype, storage = _precision(args)
+    if generation(path) == "ACE-Step 1.5":
+        return check15(args, path, dtype, storage)
     clock = time.perf_counter()
 
     def step(what: str) -> None:
@@ -153,6 +155,96 @@ def check(args: argparse.Namespace) -> None:
     soundfile.write(args.out, audio.T.numpy(), OUTPUT_SAMPLE_RATE, subtype="FLOAT")
     print(
         f"wrote {args.out}: every part loads and runs (full sampling is the sampler's job, not this check's)"
+    )
+
+
+def generation(path: Path) -> str:
+    """Which ACE-Step generation a checkpoint file or folder holds (an error when it holds none, or both)."""
+    from .common.weights import generations_in
+
+    found = generations_in(path)
+    if len(found) != 1:
+        what = " and ".join(found) if found else "no ACE-Step weights"
+        raise CliError(
+            f"{path} holds {what}; give one ACE-Step v1 or ACE-Step 1.5 checkpoint (file or folder)"
+        )
+    return found[0]
+
+
+def check15(args: argparse.Namespace, path: Path, dtype, storage) -> None:
+    """``check`` for ACE-Step 1.5: load the DiT (with its encoders), VAE and text encoder, encode the example
+    caption and lyrics as the official handler does, run the DiT once and decode."""
+    import time
+
+    import soundfile
+    import torch
+
+    from .v15 import checkpoint as C
+    from .v15 import prompts
+    from .v15.text_encoder import encode_text
+
+    clock = time.perf_counter()
+
+    def step(what: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        print(f"{what:<58} {now - clock:7.2f} s", flush=True)
+        clock = now
+
+    try:
+        dit = C.load_dit(path, dtype, args.device, weight_dtype=storage)
+        vae = C.load_vae(path, dtype, args.device)
+        text_encoder, tokenizer = C.load_text_encoder(path, dtype, args.device)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from e
+    silence = C.load_silence_latent(path)
+    count = {
+        n: sum(p.numel() for p in m.parameters()) / 1e6
+        for n, m in (("dit", dit), ("vae", vae), ("text_encoder", text_encoder))
+    }
+    step(f"loaded {path} (" + ", ".join(f"{k} {v:.1f}M" for k, v in count.items()) + ")")
+    if silence is None:
+        print(
+            f"  (no {C.SILENCE_LATENT} beside the DiT: zeros stand in for this check; official runs need the file)"
+        )
+    c = dit.config
+    frames = max(1, int(args.seconds * vae.config.sampling_rate) // vae.hop_length)
+    D = c.audio_acoustic_hidden_dim
+    if silence is None or silence.shape[1] < max(frames, c.timbre_fix_frame):
+        silence = torch.zeros(1, max(frames, c.timbre_fix_frame), D)
+    silence = silence.to(args.device, dtype)
+    with torch.inference_mode():
+        caption = prompts.caption_prompt(EXAMPLE_PROMPT, prompts.metas(duration=args.seconds))
+        cap_ids, cap_mask = tokenizer.batch(caption, prompts.CAPTION_MAX_LENGTH)
+        lyr_ids, lyr_mask = tokenizer.batch(prompts.lyric_prompt(EXAMPLE_LYRICS), prompts.LYRIC_MAX_LENGTH)
+        text, lyrics = encode_text(text_encoder, cap_ids, lyr_ids)
+        step(f"encoded the caption ({cap_ids.shape[1]} tokens) and lyrics ({lyr_ids.shape[1]} tokens)")
+        device = args.device
+        states, _, context = dit.prepare_condition(
+            text.to(dtype),
+            cap_mask.to(device),
+            lyrics.to(dtype),
+            lyr_mask.to(device),
+            silence[:, : c.timbre_fix_frame],  # no reference audio: the silence latent, as official
+            torch.zeros(1, dtype=torch.long, device=device),
+            silence[:, :frames],  # text2music: the source is the silence latent
+            torch.ones(1, frames, D, device=device, dtype=dtype),
+            torch.zeros(1, dtype=torch.long, device=device),
+            silence,
+        )
+        noise = torch.randn(1, frames, D, generator=torch.Generator().manual_seed(args.seed)).to(
+            device, dtype
+        )
+        t = torch.ones(1, device=device, dtype=dtype)
+        latents = noise - dit(noise, t, t, states, context)  # one step from t = 1 to 0: a sketch, not a song
+        step(f"one DiT pass over {args.seconds:g} s ({frames} latent frames)")
+        audio = vae.latents_to_audio(latents)[0].float().cpu()
+        step(f"decoded to {audio.shape[0]} x {audio.shape[1]} samples at {vae.config.sampling_rate} Hz")
+    if not torch.isfinite(audio).all():
+        raise CliError("the decoded audio has NaN/inf values: the weights are damaged or the dtype overflows")
+    soundfile.write(args.out, audio.T.numpy(), vae.config.sampling_rate, subtype="FLOAT")
+    print(
+        f"wrote {args.out}: every ACE-Step 1.5 part loads and runs (sampling is the sampler's job, not this check's)"
     )
 
 

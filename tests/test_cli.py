@@ -99,3 +99,17 @@ def test_check_without_weights_says_which_files_go_where(tmp_path):
         "ace_step_v1_3.5b.safetensors",
     ):
         assert expected in run.stderr
+
+
+def test_check_recognises_ace_step_15_and_runs_every_part(tmp_path):
+    import soundfile
+    from tiny15 import write_official_root
+
+    root = write_official_root(tmp_path / "Ace-Step1.5")
+    out = tmp_path / "check15.wav"
+    run = cli("check", str(root), "--seconds", "2", "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    assert "one DiT pass over 2 s (50 latent frames)" in run.stdout  # 25 Hz
+    audio, rate = soundfile.read(out)
+    assert rate == 48000 and audio.shape == (50 * 1920, 2)
+    assert abs(audio).max() > 0 and abs(audio).max() <= 1.0  # the official anti-clipping

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from acestep_models.common.weights import read_json, read_safetensors
-from acestep_models.v1.checkpoint import CONFIG_METADATA, OFFICIAL_DIRS, OFFICIAL_WEIGHTS
+from acestep_models.common.weights import CONFIG_METADATA, read_json, read_safetensors
+from acestep_models.v1.checkpoint import OFFICIAL_DIRS, OFFICIAL_WEIGHTS
 
 TINY = Path(__file__).resolve().parent / "golden" / "tiny"
 TINY_SPIECE = Path(__file__).resolve().parent / "golden" / "text_encoder" / "spiece.model"

@@ -45,10 +45,18 @@ class CastConv2d(torch.nn.Conv2d):
         return self._conv_forward(x, _like(self.weight, x), _like(self.bias, x))
 
 
+class CastConvTranspose1d(torch.nn.ConvTranspose1d):
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        padding = self._output_padding(x, output_size, self.stride, self.padding, self.kernel_size, 1, self.dilation)
+        w, b = _like(self.weight, x), _like(self.bias, x)
+        return F.conv_transpose1d(x, w, b, self.stride, self.padding, padding, self.groups, self.dilation)
+
+
 cast = SimpleNamespace(
     Linear=CastLinear,
     Conv1d=CastConv1d,
     Conv2d=CastConv2d,
+    ConvTranspose1d=CastConvTranspose1d,
     LayerNorm=torch.nn.LayerNorm,
     GroupNorm=torch.nn.GroupNorm,
     Embedding=torch.nn.Embedding,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,6 +36,19 @@ def read_safetensors(path: str | Path, prefix: str = "") -> tuple[StateDict, dic
 def safetensors_keys(path: str | Path) -> list[str]:
     with safe_open(str(path), framework="pt", device="cpu") as f:
         return list(f.keys())
+
+
+def comfy_package_dir() -> Path | None:
+    """The host ComfyUI's ``comfy`` package folder (it ships tokenizer files), when ComfyUI is importable."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("comfy")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def read_tensor(path: str | Path, key: str) -> torch.Tensor:
@@ -98,3 +113,160 @@ def build(
     if still_meta:
         raise RuntimeError(f"{name}: tensors left uninitialised after loading: {still_meta[:5]}")
     return model.eval().requires_grad_(False)
+
+
+# --- Where each part lives: one Layout per model generation ------------------------------------------------------
+#
+# Users have a generation's parts in its official Hugging Face folder (a root holding one folder per part, or the
+# part's own folder), in ComfyUI's all-in-one checkpoint, or one file per part, with or without prefixes. A part is
+# found by a key only it has (its "signature"); whatever stands before that key is the part's prefix.
+
+# Metadata key under which our own (e.g. tiny test) single files carry a part's official config.json, for the
+# sizes that tensor shapes cannot tell (attention head size). Real full-size files need none.
+CONFIG_METADATA = "acestep.config.{part}"
+
+
+@dataclass
+class PartSource:
+    """One part's weights, with its prefix stripped, and its config when the files carry one."""
+
+    part: str
+    state_dict: StateDict
+    config: dict | None
+    origin: str
+    extras: dict = field(default_factory=dict)  # e.g. the folder the weights came from ("dir")
+    keys: list[str] = field(default_factory=list)  # every key of the file it came from
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one model generation's parts are stored: ``dirs`` (folder names or glob patterns inside an official
+    root), ``weights`` (the official weights file in a part folder), ``signatures`` (keys only that part has);
+    ``choose`` picks among several prefixes holding a signature (e.g. the text encoder beside an LM), ``convert``
+    turns other layouts' key names into the official module tree."""
+
+    generation: str
+    dirs: dict[str, tuple[str, ...]]
+    weights: dict[str, str]
+    signatures: dict[str, tuple[str, ...]]
+    choose: Callable[[str, list[str], Path], str | None] | None = None
+    convert: Callable[[str, StateDict], StateDict] | None = None
+
+    def find_prefix(self, keys: list[str], part: str, path: Path | None = None) -> str | None:
+        found = sorted(
+            {k[: -len(sig)] for sig in self.signatures[part] for k in keys if k == sig or k.endswith("." + sig)}
+        )
+        if len(found) > 1 and self.choose is not None:
+            return self.choose(part, found, path)
+        return found[0] if found else None
+
+    def part_dir(self, d: Path, part: str) -> Path:
+        """The part's folder inside an official root ``d`` (``d`` itself when it is the part's folder)."""
+        for pattern in self.dirs[part]:
+            hits = sorted(p for p in d.glob(pattern) if p.is_dir())
+            if len(hits) > 1:
+                raise ValueError(
+                    f"{part}: {d} holds several {self.generation} {part} folders ({', '.join(h.name for h in hits)}); "
+                    "give the folder of the one you want"
+                )
+            if hits:
+                return hits[0]
+        return d
+
+    def weights_in_dir(self, d: Path, part: str) -> Path:
+        official = d / self.weights[part]
+        if official.is_file():
+            return official
+        files = sorted(d.glob("*.safetensors"))
+        if len(files) == 1:
+            return files[0]
+        raise FileNotFoundError(
+            f"{part}: expected {self.weights[part]} in {d} (found {[f.name for f in files] or 'no .safetensors'})"
+        )
+
+
+LAYOUTS: list[Layout] = []  # every generation's layout, registered by its checkpoint module
+GENERATION_MODULES = ("v1.checkpoint", "v15.checkpoint")  # (under acestep_models) the modules that register one
+
+
+def register(layout: Layout) -> Layout:
+    LAYOUTS[:] = [x for x in LAYOUTS if x.generation != layout.generation] + [layout]
+    return layout
+
+
+def layouts() -> list[Layout]:
+    """Every generation's layout (imports the generations' checkpoint modules on first use)."""
+    import importlib
+
+    package = __name__.rsplit(".", 2)[0]
+    for module in GENERATION_MODULES:
+        importlib.import_module(f"{package}.{module}")
+    return LAYOUTS
+
+
+def holdings(keys: list[str], path: Path | None = None, own: str | None = None) -> list[str]:
+    """What a file holds: every registered layout's part whose signature it has, named '<generation> <part>'
+    (just '<part>' for the generation ``own``)."""
+    return [
+        part if lay.generation == own else f"{lay.generation} {part}"
+        for lay in layouts()
+        for part in lay.signatures
+        if lay.find_prefix(keys, part, path) is not None
+    ]
+
+
+def _metadata_config(meta: dict[str, str], part: str) -> dict | None:
+    raw = meta.get(CONFIG_METADATA.format(part=part))
+    return json.loads(raw) if raw else None
+
+
+def locate(path: str | Path, part: str, layout: Layout) -> PartSource:
+    """Read ``part`` from an official folder (root or the part's own folder) or from a single .safetensors file."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{part}: no such file or folder: {p}")
+    if p.is_dir():
+        d = layout.part_dir(p, part)
+        weights = layout.weights_in_dir(d, part)
+        config = read_json(d / "config.json") if (d / "config.json").is_file() else None
+        file, extras = weights, {"dir": d}
+    elif p.suffix.lower() != ".safetensors":
+        raise ValueError(
+            f"{part}: {p.name} is not a .safetensors file; give the official model folder or a .safetensors file "
+            "(pickled .ckpt/.bin/.pt files are not loaded, for safety)"
+        )
+    else:
+        file, config, extras = p, None, {"dir": p.parent}
+    keys = safetensors_keys(file)
+    prefix = layout.find_prefix(keys, part, file)
+    if prefix is None:
+        found = holdings(keys, file, own=layout.generation)
+        raise ValueError(
+            f"{part}: {file.name} holds no {part} weights"
+            + (f" (it holds: {', '.join(found)})" if found else " (it is not an ACE-Step file)")
+        )
+    sd, meta = read_safetensors(file, prefix)
+    if layout.convert is not None:
+        sd = layout.convert(part, sd)
+    return PartSource(part, sd, config or _metadata_config(meta, part), str(file), extras, keys)
+
+
+def generations_in(path: str | Path) -> list[str]:
+    """The registered generations whose parts ``path`` (an official folder, a part folder or a .safetensors file)
+    holds, in registration order."""
+    p = Path(path)
+    found = []
+    for lay in layouts():
+        for part in lay.signatures:
+            try:
+                if p.is_dir():
+                    d = lay.part_dir(p, part)
+                    file = lay.weights_in_dir(d, part)
+                else:
+                    file = p
+                if lay.find_prefix(safetensors_keys(file), part, file) is not None:
+                    found.append(lay.generation)
+                    break
+            except (OSError, ValueError):
+                continue
+    return found

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..common.weights import StateDict, build, read_json, read_safetensors, read_tensor, safetensors_keys
+from ..common import weights
+from ..common.weights import Layout, PartSource, StateDict, build, read_tensor, register
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,6 @@ log = logging.getLogger(__name__)
 # 2. ComfyUI's all-in-one ace_step_v1_3.5b.safetensors (model.diffusion_model. / vae.dcae. / vae.vocoder. /
 #    text_encoders.umt5base.transformer. + text_encoders.umt5base.spiece_model)
 # 3. one file per part (ComfyUI's diffusion_models/, vae/, text_encoders/), keys with or without those prefixes
-# Each part is found by a key only it has ("signature"); whatever stands before it is the part's prefix.
 
 OFFICIAL_DIRS = {
     "dit": "ace_step_transformer",
@@ -40,85 +39,7 @@ SIGNATURES = {
     "vocoder": "backbone.channel_layers.0.0.weight",
     "text_encoder": "encoder.block.0.layer.0.SelfAttention.q.weight",
 }
-# Metadata key under which our own (e.g. tiny test) single files carry a part's official config.json, for the
-# sizes that tensor shapes cannot tell (attention head size). Real full-size files need none.
-CONFIG_METADATA = "acestep.config.{part}"
 SPIECE_SUFFIX = "spiece_model"
-
-
-def find_prefix(keys: list[str], part: str) -> str | None:
-    sig = SIGNATURES[part]
-    found = sorted(k[: -len(sig)] for k in keys if k == sig or k.endswith("." + sig))
-    return found[0] if found else None
-
-
-def _weights_in_dir(d: Path, part: str) -> Path:
-    official = d / OFFICIAL_WEIGHTS[part]
-    if official.is_file():
-        return official
-    files = sorted(d.glob("*.safetensors"))
-    if len(files) == 1:
-        return files[0]
-    raise FileNotFoundError(
-        f"{part}: expected {OFFICIAL_WEIGHTS[part]} in {d} (found {[f.name for f in files] or 'no .safetensors'})"
-    )
-
-
-@dataclass
-class PartSource:
-    """One part's weights, with its prefix stripped, and its config when the files carry one."""
-
-    part: str
-    state_dict: StateDict
-    config: dict | None
-    origin: str
-    extras: dict = field(default_factory=dict)  # e.g. the sentencepiece model bytes of an all-in-one file
-
-
-def locate(path: str | Path, part: str) -> PartSource:
-    """Read ``part`` from an official folder (root or the part's own folder) or from a single .safetensors file."""
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{part}: no such file or folder: {p}")
-    if p.is_dir():
-        d = p / OFFICIAL_DIRS[part] if (p / OFFICIAL_DIRS[part]).is_dir() else p
-        weights = _weights_in_dir(d, part)
-        config = read_json(d / "config.json") if (d / "config.json").is_file() else None
-        keys = safetensors_keys(weights)
-        prefix = find_prefix(keys, part)
-        if prefix is None:
-            raise ValueError(
-                f"{part}: {weights} holds no {part} weights (no tensor named like '{SIGNATURES[part]}')"
-            )
-        sd, meta = read_safetensors(weights, prefix)
-        sd = to_official_keys(part, sd)
-        config = config or _metadata_config(meta, part)
-        return PartSource(part, sd, config, str(weights), {"dir": d})
-    if p.suffix.lower() != ".safetensors":
-        raise ValueError(
-            f"{part}: {p.name} is not a .safetensors file; give the official model folder or a .safetensors file "
-            "(pickled .ckpt/.bin/.pt files are not loaded, for safety)"
-        )
-    keys = safetensors_keys(p)
-    prefix = find_prefix(keys, part)
-    if prefix is None:
-        found = [q for q in SIGNATURES if find_prefix(keys, q) is not None]
-        raise ValueError(
-            f"{part}: {p.name} holds no {part} weights"
-            + (f" (it holds: {', '.join(found)})" if found else " (it is not an ACE-Step file)")
-        )
-    sd, meta = read_safetensors(p, prefix)
-    sd = to_official_keys(part, sd)
-    extras: dict = {"dir": p.parent}
-    spiece = [k for k in keys if k.endswith(SPIECE_SUFFIX)]
-    if part == "text_encoder" and spiece:
-        extras["spiece_model"] = read_tensor(p, spiece[0]).numpy().tobytes()
-    return PartSource(part, sd, _metadata_config(meta, part), str(p), extras)
-
-
-def _metadata_config(meta: dict[str, str], part: str) -> dict | None:
-    raw = meta.get(CONFIG_METADATA.format(part=part))
-    return json.loads(raw) if raw else None
 
 
 # --- Edge conversions: other layouts' key names -> the official module tree -----------------------------------
@@ -138,6 +59,30 @@ def to_official_keys(part: str, sd: StateDict) -> StateDict:
             out[k] = v
         return out
     return sd
+
+
+LAYOUT = register(
+    Layout(
+        "ACE-Step v1",
+        dirs={part: (d,) for part, d in OFFICIAL_DIRS.items()},
+        weights=OFFICIAL_WEIGHTS,
+        signatures={part: (sig,) for part, sig in SIGNATURES.items()},
+        convert=to_official_keys,
+    )
+)
+
+
+def find_prefix(keys: list[str], part: str) -> str | None:
+    return LAYOUT.find_prefix(keys, part)
+
+
+def locate(path: str | Path, part: str) -> PartSource:
+    """Read ``part`` from an official folder (root or the part's own folder) or from a single .safetensors file."""
+    src = weights.locate(path, part, LAYOUT)
+    spiece = [k for k in src.keys if k.endswith(SPIECE_SUFFIX)]
+    if part == "text_encoder" and spiece and Path(src.origin).suffix == ".safetensors" and Path(path).is_file():
+        src.extras["spiece_model"] = read_tensor(src.origin, spiece[0]).numpy().tobytes()
+    return src
 
 
 # --- Loaders: one per part, each taking any of the layouts above -------------------------------------------------

@@ -12,7 +12,6 @@ official ``acestep/models/lyrics_utils/vocab.json``); ``find_lyric_vocab`` looks
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
+from ..common.weights import comfy_package_dir as _comfy_package_dir  # (a module name the tests replace)
 from .language import SUPPORTED_LANGUAGES, line_language
 from .lyric_cleaners import clean
 
@@ -127,16 +127,6 @@ def _is_lyric_vocab(path: Path) -> bool:
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return False
     return added.get("[START]") == START_ID and added.get("[SPACE]") == LINE_END_ID
-
-
-def _comfy_package_dir() -> Path | None:
-    try:
-        spec = importlib.util.find_spec("comfy")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def find_lyric_vocab(explicit: str | Path | None = None, near: str | Path | None = None) -> Path:

@@ -1,0 +1,284 @@
+"""Where each ACE-Step 1.5 part lives in the files users have, and one loader per part.
+
+1. the official Hugging Face folder ``Ace-Step1.5/`` (or the handler's ``checkpoints/``): ``acestep-v15-*/``
+   (config.json, model.safetensors, silence_latent.pt), ``vae/`` (diffusers AutoencoderOobleck),
+   ``Qwen3-Embedding-0.6B/`` (config.json, model.safetensors, tokenizer.json), or any one of those part folders;
+2. ComfyUI's all-in-one ``ace_step_1.5_turbo_aio.safetensors``: ``model.diffusion_model.`` (the official DiT keys),
+   ``vae.`` (ComfyUI's stable-audio-tools Oobleck keys), ``text_encoders.qwen3_06b.transformer.model.`` (and the
+   LM under ``text_encoders.qwen3_{2b,4b}.``);
+3. one file per part: ComfyUI's ``acestep_v1.5_{turbo,base,sft}.safetensors`` (and ``_xl_*``),
+   ``ace_1.5_vae.safetensors``, ``qwen_0.6b_ace15.safetensors``, with or without those prefixes.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from ..common.weights import Layout, PartSource, StateDict, build, locate, register
+
+OFFICIAL_DIRS = {
+    "dit": ("acestep-v15-*", "checkpoints/acestep-v15-*"),
+    "vae": ("vae", "checkpoints/vae"),
+    "text_encoder": ("Qwen3-Embedding-0.6B", "checkpoints/Qwen3-Embedding-0.6B"),
+}
+OFFICIAL_WEIGHTS = {
+    "dit": "model.safetensors",
+    "vae": "diffusion_pytorch_model.safetensors",
+    "text_encoder": "model.safetensors",
+}
+SIGNATURES = {
+    "dit": ("null_condition_emb",),
+    # diffusers' AutoencoderOobleck (official vae/), and ComfyUI's stable-audio-tools layout (its own detection key)
+    "vae": ("decoder.snake1.beta", "decoder.layers.1.layers.0.beta"),
+    "text_encoder": ("layers.0.self_attn.k_norm.weight",),
+}
+SILENCE_LATENT = "silence_latent.pt"  # official: beside the DiT's model.safetensors
+# The DiT's own Qwen3-style stacks also hold ``layers.0.self_attn.k_norm``; a text encoder is none of them.
+_DIT_STACKS = re.compile(
+    r"(^|\.)(decoder|lyric_encoder|timbre_encoder|attention_pooler|detokenizer|tokenizer)\.$"
+)
+TEXT_VOCAB_END = 151669  # Qwen3-Embedding's vocabulary; the 5 Hz LM's audio-code tokens start here
+
+
+def _embed_rows(path: Path | None, prefix: str) -> int:
+    if path is None:
+        return 0
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        key = prefix + "embed_tokens.weight"
+        return f.get_slice(key).get_shape()[0] if key in f.keys() else 0
+
+
+def _choose(part: str, prefixes: list[str], path: Path | None) -> str | None:
+    if part != "text_encoder":
+        return prefixes[0]
+    texts = [p for p in prefixes if not _DIT_STACKS.search(p)]
+    if not texts:
+        return None
+    # beside a 5 Hz LM (ComfyUI's all-in-one): the Qwen3 whose vocabulary holds no audio codes
+    plain = [p for p in texts if _embed_rows(path, p) <= TEXT_VOCAB_END]
+    return (plain or texts)[0]
+
+
+# --- Edge conversions: other layouts' key names -> the official module tree -----------------------------------
+
+_WEIGHT_NORM_NEW = (".parametrizations.weight.original0", ".parametrizations.weight.original1")
+_WEIGHT_NORM_OLD = (".weight_g", ".weight_v")
+
+
+def _weight_norm_old(k: str) -> str:
+    for new, old in zip(_WEIGHT_NORM_NEW, _WEIGHT_NORM_OLD):
+        if k.endswith(new):
+            return k[: -len(new)] + old
+    return k
+
+
+def _sat_residual(rest: str) -> str:
+    """stable-audio-tools ResidualUnit ``layers.{0,1,2,3}`` -> diffusers ``snake1, conv1, snake2, conv2``."""
+    i, _, tail = rest.partition(".")
+    return f"{('snake1', 'conv1', 'snake2', 'conv2')[int(i)]}.{tail}"
+
+
+def _sat_to_diffusers(k: str, blocks: dict[str, int]) -> str:
+    """A stable-audio-tools (ComfyUI) Oobleck key -> diffusers' AutoencoderOobleck key. ``blocks``: the number of
+    down/up blocks of the encoder and decoder (their index after the first conv)."""
+    m = re.fullmatch(r"(encoder|decoder)\.layers\.(\d+)\.(.+)", k)
+    if not m:
+        return k
+    side, i, rest = m.group(1), int(m.group(2)), m.group(3)
+    n = blocks[side]
+    if i == 0:
+        return f"{side}.conv1.{rest}"
+    if i == n + 1:
+        return f"{side}.snake1.{rest}"
+    if i == n + 2:
+        return f"{side}.conv2.{rest}"
+    j, _, tail = rest.partition(".")  # block i - 1: "layers.<j>.<...>"
+    assert j == "layers", k
+    j, _, tail = tail.partition(".")
+    j = int(j)
+    if side == "encoder":  # res_unit1..3, snake1, conv1
+        name = (
+            f"res_unit{j + 1}.{_sat_residual(tail.partition('layers.')[2])}"
+            if j < 3
+            else (f"snake1.{tail}" if j == 3 else f"conv1.{tail}")
+        )
+    else:  # snake1, conv_t1, res_unit1..3
+        name = (
+            f"snake1.{tail}"
+            if j == 0
+            else (
+                f"conv_t1.{tail}"
+                if j == 1
+                else f"res_unit{j - 1}.{_sat_residual(tail.partition('layers.')[2])}"
+            )
+        )
+    return f"{side}.block.{i - 1}.{name}"
+
+
+def to_official_keys(part: str, sd: StateDict) -> StateDict:
+    if part != "vae":
+        return sd
+    sd = {_weight_norm_old(k): v for k, v in sd.items()}
+    if not any(k.startswith("decoder.layers.") for k in sd):
+        return sd
+    blocks = {}
+    for side in ("encoder", "decoder"):
+        last = max(int(k.split(".")[2]) for k in sd if k.startswith(f"{side}.layers."))
+        blocks[side] = last - 2  # conv1, the blocks, snake1, conv2
+    out = {}
+    for k, v in sd.items():
+        k2 = _sat_to_diffusers(k, blocks)
+        if (
+            k2.endswith((".alpha", ".beta")) and v.ndim == 1
+        ):  # stable-audio-tools' SnakeBeta: [C]; diffusers [1, C, 1]
+            v = v[None, :, None]
+        out[k2] = v
+    return out
+
+
+LAYOUT = register(
+    Layout(
+        "ACE-Step 1.5",
+        dirs=OFFICIAL_DIRS,
+        weights=OFFICIAL_WEIGHTS,
+        signatures=SIGNATURES,
+        choose=_choose,
+        convert=to_official_keys,
+    )
+)
+
+
+def locate_part(path: str | Path, part: str) -> PartSource:
+    """``part`` from any layout above."""
+    return locate(path, part, LAYOUT)
+
+
+# --- Loaders: one per part, each taking any of the layouts above -------------------------------------------------
+
+
+def load_dit(
+    path: str | Path,
+    dtype: torch.dtype | None = None,
+    device="cpu",
+    operations=None,
+    weight_dtype: torch.dtype | None = None,
+):
+    """The DiT with its condition encoder and FSQ tokenizer (official ``AceStepConditionGenerationModel``) from an
+    official folder, ComfyUI's all-in-one or a DiT-only file. ``weight_dtype`` (float8) keeps its matrices in one
+    byte per weight, computing in ``dtype``, as for v1."""
+    from .model import AceStep15Config, AceStepConditionGenerationModel
+
+    src = locate_part(path, "dit")
+    if src.config is not None:
+        config = AceStep15Config.from_official(src.config)
+    else:
+        config = AceStep15Config.from_state_dict(src.state_dict)
+    return build(
+        AceStepConditionGenerationModel,
+        config,
+        src.state_dict,
+        dtype=dtype,
+        device=device,
+        operations=operations,
+        name=f"ACE-Step 1.5 DiT ({src.origin})",
+        weight_dtype=weight_dtype,
+    )
+
+
+def load_silence_latent(path: str | Path) -> torch.Tensor | None:
+    """The DiT's ``silence_latent.pt`` as the handler holds it, [1, T, D] float32 (the file is [1, D, T]; read as
+    tensors only, no pickled code runs), or None when it is not beside the weights (ComfyUI's files come without
+    it)."""
+    p = Path(path)
+    folder = LAYOUT.part_dir(p, "dit") if p.is_dir() else p.parent
+    file = folder / SILENCE_LATENT
+    if not file.is_file():
+        return None
+    return torch.load(file, map_location="cpu", weights_only=True).transpose(1, 2).float()
+
+
+def load_vae(path: str | Path, dtype: torch.dtype | None = None, device="cpu", operations=None):
+    """The Oobleck VAE from the official ``vae/`` folder (diffusers), ComfyUI's ``ace_1.5_vae.safetensors``
+    (stable-audio-tools keys, converted here) or its all-in-one file. Without a config.json the sizes come from the
+    tensor shapes and the rate is the handler's 48 kHz."""
+    from .vae import AutoencoderOobleck, OobleckConfig
+
+    src = locate_part(path, "vae")
+    if src.config is not None:
+        config = OobleckConfig.from_official(src.config)
+    else:
+        config = OobleckConfig.from_state_dict(src.state_dict)
+    return build(
+        AutoencoderOobleck,
+        config,
+        src.state_dict,
+        dtype=dtype,
+        device=device,
+        operations=operations,
+        name=f"ACE-Step 1.5 VAE ({src.origin})",
+    )
+
+
+COMFY_QWEN_TOKENIZER = (
+    Path("text_encoders") / "qwen25_tokenizer"
+)  # ComfyUI ships Qwen's vocab.json + merges.txt
+
+
+def find_tokenizer(explicit: str | Path | None = None, near: Path | None = None):
+    """The Qwen3-Embedding tokenizer: the folder ``explicit``, else ``tokenizer.json`` (or vocab.json +
+    merges.txt) beside the weights ``near``, else ComfyUI's ``comfy/text_encoders/qwen25_tokenizer/`` (through the
+    importable ``comfy`` package or ``COMFYUI_PATH``), which gives the same ids."""
+    import os
+
+    from ..common.weights import comfy_package_dir
+    from .tokenizer import Qwen3Tokenizer
+
+    looked = []
+    folders = [Path(explicit)] if explicit is not None else []
+    if explicit is None:
+        folders += [near] if near is not None else []
+        package = comfy_package_dir()
+        folders += [package / COMFY_QWEN_TOKENIZER] if package is not None else []
+        if os.environ.get("COMFYUI_PATH"):
+            folders.append(Path(os.environ["COMFYUI_PATH"]) / "comfy" / COMFY_QWEN_TOKENIZER)
+    for folder in folders:
+        try:
+            return Qwen3Tokenizer.from_folder(folder)
+        except FileNotFoundError:
+            looked.append(str(folder))
+    raise FileNotFoundError(
+        "ACE-Step 1.5 text tokenizer not found (tokenizer.json, or vocab.json + merges.txt); looked in: "
+        + ("; ".join(looked) or "nowhere")
+        + ". Put the official Qwen3-Embedding-0.6B tokenizer.json beside the text encoder, or run inside ComfyUI "
+        "(it ships comfy/text_encoders/qwen25_tokenizer/), or set COMFYUI_PATH."
+    )
+
+
+def load_text_encoder(
+    path: str | Path, dtype: torch.dtype | None = None, device="cpu", operations=None, tokenizer=None
+):
+    """Qwen3-Embedding-0.6B and its tokenizer, from the official folder, ComfyUI's ``qwen_0.6b_ace15.safetensors``
+    or its all-in-one file (beside the 5 Hz LM there: the Qwen3 without audio-code tokens). ``tokenizer``: a
+    folder holding the tokenizer files (default: see ``find_tokenizer``)."""
+    from .text_encoder import Qwen3Config, Qwen3Model, official_keys
+
+    src = locate_part(path, "text_encoder")
+    sd = official_keys(src.state_dict)
+    sd.pop("lm_head.weight", None)  # a causal-LM save's head (tied to the embedding): the encoder has none
+    config = (
+        Qwen3Config.from_official(src.config) if src.config is not None else Qwen3Config.from_state_dict(sd)
+    )
+    model = build(
+        Qwen3Model,
+        config,
+        sd,
+        dtype=dtype,
+        device=device,
+        operations=operations,
+        name=f"ACE-Step 1.5 text encoder ({src.origin})",
+    )
+    return model, find_tokenizer(tokenizer, near=Path(src.extras["dir"]))
