@@ -9,6 +9,14 @@ try:
     from comfy_api.latest import ComfyExtension, io
 except ImportError:
     ComfyExtension = None
+    import importlib.util
+    import logging
+
+    if importlib.util.find_spec("comfy") is not None:  # inside a ComfyUI too old for the V3 node API
+        logging.getLogger(__name__).error(
+            "ACE-Step nodes not loaded: this ComfyUI has no V3 node API (comfy_api.latest). The pack needs "
+            "ComfyUI 0.3.76 or newer: update ComfyUI (ComfyUI-Manager: Update ComfyUI, or git pull)."
+        )
 
 WEB_DIRECTORY = "./js"
 

@@ -160,9 +160,12 @@ def check(args: argparse.Namespace) -> None:
 
 def generation(path: Path) -> str:
     """Which ACE-Step generation a checkpoint file or folder holds (an error when it holds none, or both)."""
-    from .common.weights import generations_in
+    from .common.weights import WeightsError, generations_in
 
-    found = generations_in(path)
+    try:
+        found = generations_in(path)
+    except WeightsError as e:
+        raise CliError(str(e)) from e
     if len(found) != 1:
         what = " and ".join(found) if found else "no ACE-Step weights"
         raise CliError(
@@ -370,7 +373,116 @@ def _check_lora(params: dict) -> None:
         raise CliError(f"lora_name_or_path={json.dumps(lora)}: no such folder (give a LoRA folder or 'none')")
 
 
+def _is_15(checkpoint: str | None) -> bool:
+    """Whether ``--checkpoint`` holds ACE-Step 1.5 (and nothing else); anything else takes the v1 path."""
+    if not checkpoint or not Path(checkpoint).exists():
+        return False
+    from .common.weights import generations_in
+
+    try:
+        return generations_in(Path(checkpoint)) == ["ACE-Step 1.5"]
+    except (OSError, ValueError):
+        return False
+
+
+def generate15(args: argparse.Namespace) -> None:
+    """``generate`` with an ACE-Step 1.5 checkpoint: the official ``generate_music`` parameters (v15/params.py),
+    the generation of v15/pipeline.py; outputs, parameter files and Ctrl-C as for v1."""
+    from .common.audio_io import WRITE_FORMATS, AudioError, load_audio
+    from .v15 import params as P15
+
+    out = Path(args.out)
+    if out.suffix.lower() not in WRITE_FORMATS:
+        raise CliError(f"--out {out}: unknown audio extension; use one of {', '.join(WRITE_FORMATS)}")
+    if not out.parent.is_dir():
+        raise CliError(f"--out {out}: folder {out.parent} does not exist")
+    v1_flags = [k[len("param_") :] for k, v in vars(args).items() if k.startswith("param_") and v is not None]
+    if v1_flags:
+        raise CliError(
+            f"{', '.join(_flag(k) for k in v1_flags)}: ACE-Step v1 parameters; an ACE-Step 1.5 checkpoint takes "
+            "the official generate_music parameters in --params JSON"
+        )
+    notes: list[str] = []
+    try:
+        params = P15.load_params(args.params if args.params else {}, notes)
+    except P15.ParamsError as e:
+        raise CliError(f"{args.params}: {e}" if args.params and e.key != "params" else str(e)) from e
+    for note in notes:
+        print(f"{args.params}: {note}", file=sys.stderr, flush=True)
+    audio = {}
+    try:
+        for key in P15.PATH_KEYS:
+            if params.get(key):
+                audio[key] = load_audio(params[key])
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from e
+    paths = _output_paths(out, P15.batch_size(params))
+
+    import torch
+
+    from .v15.pipeline import Interrupted, load_models
+    from .v15.pipeline import generate as run_pipeline
+
+    dtype = getattr(torch, args.dtype)
+    clock = time.perf_counter()
+    try:
+        models = load_models(args.checkpoint, device=args.device, dtype=dtype)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from e
+    print(
+        f"loaded {args.checkpoint} ({models.variant}) in {time.perf_counter() - clock:.1f} s", file=sys.stderr
+    )
+
+    stop = threading.Event()
+
+    def on_interrupt(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    progress = _Progress()
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    clock = time.perf_counter()
+    try:
+        result = run_pipeline(models, params, progress=progress, interrupt=stop.is_set, **audio)
+        if stop.is_set():
+            raise Interrupted()
+        seconds = time.perf_counter() - clock
+        progress.close()
+        from .common.audio_io import save_audio
+
+        done: list[Path] = []
+        try:
+            for wav, (audio_path, params_path) in zip(result.audio, paths, strict=True):
+                done.append(save_audio(audio_path, wav, result.sample_rate))
+                _write_json(params_path, {**result.params, "audio_path": audio_path.name})
+                done.append(params_path)
+        except BaseException:
+            for path in done:
+                path.unlink(missing_ok=True)
+            raise
+    except (Interrupted, KeyboardInterrupt):
+        progress.close()
+        raise CliError("interrupted: no output written", exit_code=130) from None
+    except AudioError as e:
+        raise CliError(f"{e} (nothing written; try --dtype float32 or bfloat16)") from e
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        raise CliError(f"{type(e).__name__}: {e}") from e
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    length = result.audio[0].shape[-1] / result.sample_rate
+    print(
+        f"wrote {', '.join(str(a) for a, _ in paths)} ({length:.2f} s at {result.sample_rate} Hz, seeds "
+        f"{result.params['actual_seeds']}, global_seed {result.params['global_seed']}) in {seconds:.1f} s, with "
+        f"the parameters beside each as {paths[0][1].name if len(paths) == 1 else '*_input_params.json'}",
+        flush=True,
+    )
+
+
 def generate(args: argparse.Namespace) -> None:
+    if _is_15(args.checkpoint):
+        return generate15(args)
 
     from .common.audio_io import WRITE_FORMATS, AudioError, load_audio
     from .v1.params import (

@@ -18,7 +18,15 @@ import torch
 from comfy.cli_args import args
 from comfy_api.latest import io, ui
 
-from .common import CATEGORY, MAX_LATENT_SECONDS, advanced, check_audio, explained, node_error
+from .common import (
+    CATEGORY,
+    MAX_LATENT_SECONDS,
+    advanced,
+    check_audio,
+    checks_numbers,
+    explained,
+    node_error,
+)
 from .latents import RANGES_HELP, frames_for_samples, parse_regions
 
 # The browser's audio player on our nodes: the frontend draws a widget for inputs of this type (it is never sent
@@ -33,6 +41,7 @@ FORMATS = {  # format -> (container, codec, extra codec options)
     "mp3": ("mp3", "libmp3lame", {}),
 }
 QUALITIES = ["320k", "256k", "192k", "128k", "V0"]  # bit rate of mp3/ogg (V0: mp3 variable best quality)
+OUTSIDE_INPUT = "this name points outside ComfyUI's input folder"
 
 
 def _player() -> io.Input:
@@ -48,43 +57,75 @@ def input_audio_files() -> list[str]:
     return sorted(folder_paths.filter_files_content_types(files, ["audio", "video"]))
 
 
-def read_audio(path: str, start: float = 0.0, duration: float = 0.0) -> tuple[torch.Tensor, int]:
-    """A file's audio as ([C, N] float32, rate), from ``start`` seconds for ``duration`` (0: to the end).
+def input_path(value: str) -> str | None:
+    """The file a Load Audio name stands for (``song.wav``, ``take.flac [output]``), inside the input (or the
+    annotated) folder; None when the name points outside it (``../``, an absolute path): ComfyUI's own lookup joins
+    whatever it is given."""
+    name, base = folder_paths.annotated_filepath(value)
+    base = os.path.abspath(base or folder_paths.get_input_directory())
+    path = os.path.abspath(os.path.join(base, name))
+    return path if os.path.commonpath([base, path]) == base and path != base else None
 
-    soundfile (libsndfile) reads wav/flac/ogg/mp3/aiff...; other containers (m4a, mp4, webm...) go through PyAV."""
+
+def read_audio(
+    path: str, start: float = 0.0, duration: float = 0.0, shown: str | None = None
+) -> tuple[torch.Tensor, int, str]:
+    """A file's audio as ([C, N] float32, rate, cut), from ``start`` seconds for ``duration`` (0: to the end);
+    ``cut`` says when the file is cut short (its header announces more than it holds), else "".
+
+    soundfile (libsndfile) reads wav/flac/ogg/mp3/aiff...; other containers (m4a, mp4, webm...) go through PyAV. A
+    file neither can read is an ``AudioError`` saying what the file is (empty, text, an image...), named ``shown``."""
     import soundfile
+
+    from ..acestep_models.common.audio_io import not_audio, truncation
 
     try:
         info = soundfile.info(path)
     except soundfile.LibsndfileError:
-        wav, rate = _read_with_av(path)
+        wav, rate = _read_with_av(path, shown)
         first = int(start * rate)
         last = wav.shape[-1] if duration <= 0 else first + int(duration * rate)
-        return wav[:, first:last], rate
+        return wav[:, first:last], rate, ""
     rate = info.samplerate
     frames = -1 if duration <= 0 else int(duration * rate)
-    data, rate = soundfile.read(path, start=int(start * rate), frames=frames, dtype="float32", always_2d=True)
-    return torch.from_numpy(np.ascontiguousarray(data.T)), rate
+    try:
+        data, rate = soundfile.read(
+            path, start=int(start * rate), frames=frames, dtype="float32", always_2d=True
+        )
+    except (soundfile.LibsndfileError, RuntimeError):
+        raise not_audio(path, shown) from None
+    return torch.from_numpy(np.ascontiguousarray(data.T)), rate, truncation(info)
 
 
-def _read_with_av(path: str) -> tuple[torch.Tensor, int]:
+def _read_with_av(path: str, shown: str | None = None) -> tuple[torch.Tensor, int]:
     import av
 
-    with av.open(path) as container:
-        if not container.streams.audio:
-            raise ValueError("the file has no audio stream")
-        stream = container.streams.audio[0]
-        channels = stream.codec_context.channels
-        chunks = []
-        for frame in container.decode(stream):
-            a = frame.to_ndarray()  # planar [C, n] or packed [1, n * C]
-            chunks.append(a if a.shape[0] == channels else a.reshape(-1, channels).T)
-        if not chunks:
-            raise ValueError("no audio could be decoded")
-        wav = torch.from_numpy(np.concatenate(chunks, axis=1))
-        if not wav.dtype.is_floating_point:
-            wav = wav.float() / float(torch.iinfo(wav.dtype).max + 1)
-        return wav.float(), stream.codec_context.sample_rate
+    from ..acestep_models.common.audio_io import AudioError, not_audio
+    from ..acestep_models.common.sniff import VIDEO, describe
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.audio:
+                if describe(path) not in VIDEO:  # ffmpeg opens images and text too, as "video"
+                    raise not_audio(path, shown)
+                raise AudioError(
+                    f"cannot read audio file {shown or path}: it holds no audio stream (a video without sound?)"
+                )
+            stream = container.streams.audio[0]
+            channels = stream.codec_context.channels
+            chunks = []
+            for frame in container.decode(stream):
+                a = frame.to_ndarray()  # planar [C, n] or packed [1, n * C]
+                chunks.append(a if a.shape[0] == channels else a.reshape(-1, channels).T)
+            rate = stream.codec_context.sample_rate
+    except av.error.FFmpegError:  # e.g. "[Errno 1094995529] Invalid data found when processing input"
+        raise not_audio(path, shown) from None
+    if not chunks:
+        raise not_audio(path, shown)
+    wav = torch.from_numpy(np.concatenate(chunks, axis=1))
+    if not wav.dtype.is_floating_point:
+        wav = wav.float() / float(torch.iinfo(wav.dtype).max + 1)
+    return wav.float(), rate
 
 
 class AceStepLoadAudio(io.ComfyNode):
@@ -145,12 +186,19 @@ class AceStepLoadAudio(io.ComfyNode):
         )
 
     @classmethod
+    @checks_numbers
     def execute(
         cls, audio: str, start_seconds: float = 0.0, duration_seconds: float = 0.0, regions: str = "", **_
     ) -> io.NodeOutput:
-        path = folder_paths.get_annotated_filepath(audio)
-        with explained(cls.TITLE, "audio", audio, "Check that the file is a readable audio file."):
-            wav, rate = read_audio(path, start_seconds, duration_seconds)
+        from ..acestep_models.common.audio_io import too_short
+
+        path = input_path(audio)
+        if path is None:
+            raise node_error(
+                cls.TITLE, OUTSIDE_INPUT, "Pick a file from the list (upload it first).", "audio", audio
+            )
+        with explained(cls.TITLE, "audio", audio, "Upload the file again, or pick another."):
+            wav, rate, cut = read_audio(path, start_seconds, duration_seconds, shown=audio)
         if wav.shape[-1] == 0:
             raise node_error(
                 cls.TITLE,
@@ -162,6 +210,15 @@ class AceStepLoadAudio(io.ComfyNode):
         out = {"waveform": wav[None], "sample_rate": rate}
         # NaN/inf in a float file: say so here, not three nodes later
         check_audio(cls.TITLE, "audio", out, value=audio, source="the file (re-export it)")
+        short = too_short(wav.shape[-1], rate, cut)
+        if short:  # a file cut short: say so here, not with a 0.09 s song three nodes later
+            raise node_error(
+                cls.TITLE,
+                short,
+                "Export or upload the file again (or check start_seconds and duration_seconds).",
+                "audio",
+                audio,
+            )
         regions = (regions or "").strip()  # (None from a workflow saved before the input existed)
         if regions:  # say here, where they are drawn, if they do not fit the audio
             parse_regions(cls.TITLE, "regions", regions, frames_for_samples(wav.shape[-1], rate))
@@ -169,8 +226,8 @@ class AceStepLoadAudio(io.ComfyNode):
 
     @classmethod
     def fingerprint_inputs(cls, audio: str, **_):
-        path = folder_paths.get_annotated_filepath(audio)
-        if not os.path.isfile(path):
+        path = input_path(audio)
+        if path is None or not os.path.isfile(path):
             return audio
         h = hashlib.sha256()
         with open(path, "rb") as f:
@@ -180,6 +237,8 @@ class AceStepLoadAudio(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, audio: str):
+        if input_path(audio) is None:
+            return f"{cls.TITLE}: '{audio}': {OUTSIDE_INPUT}; pick a file from the list."
         if not folder_paths.exists_annotated_filepath(audio):
             return (
                 f"{cls.TITLE}: no audio file '{audio}' in ComfyUI's input folder; upload it or pick another."
@@ -256,9 +315,13 @@ def save_audio(
         if folder == io.FolderType.output
         else folder_paths.get_temp_directory()
     )
-    with explained(
-        node, "filename_prefix", prefix, "Use a name (or sub/folder/name) inside the output folder."
-    ):
+    inside = "Use a name (or sub/folder/name) inside the output folder."
+    target = os.path.abspath(os.path.join(base, prefix))
+    if os.path.commonpath([os.path.abspath(base), target]) != os.path.abspath(base):
+        raise node_error(
+            node, "this prefix points outside ComfyUI's output folder", inside, "filename_prefix", prefix
+        )
+    with explained(node, "filename_prefix", prefix, inside):
         out_dir, filename, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, base)
     metadata = file_metadata(hidden)
     results = []

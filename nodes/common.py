@@ -8,8 +8,11 @@ plain Python and torch, which ComfyUI has loaded already), so loading the pack c
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
+import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +71,59 @@ def explained(node: str, input: str | None = None, value=None, fix: str = "") ->
         # The engine writes its ValueError/OSError messages for people; anything else needs its type to make sense.
         plain = isinstance(e, (ValueError, OSError))
         raise node_error(node, str(e) if plain else f"{type(e).__name__}: {e}", fix, input, value) from e
+
+
+# --- Numbers, checked where they enter -------------------------------------------------------------------------
+
+
+def check_number(node: str, input: str, value, low: float | None = None, high: float | None = None) -> float:
+    """A FLOAT input as it enters a node: a finite number within [low, high], else an error naming the node, the
+    input and the value. ComfyUI checks typed-in widget values against min/max, but NaN passes those checks (every
+    comparison with NaN is false), and values that arrive over a link (a Float primitive, a math node) are not
+    checked at all: unchecked, a NaN ran a whole sampling to fail at the decoder with a hint about dtypes."""
+    span = _span(low, high)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise node_error(
+            node, f"this is not a number but {type(value).__name__}", f"Give a number {span}.", input, value
+        )
+    if math.isnan(value):
+        raise node_error(node, "not a number (NaN)", f"Give a number {span}.", input, value)
+    if math.isinf(value):
+        raise node_error(node, "an infinite number", f"Give a number {span}.", input, value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise node_error(node, "out of range", f"Give a number {span}.", input, value)
+    return float(value)
+
+
+def _span(low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return f"from {low:g} to {high:g}"
+    if low is not None:
+        return f"of {low:g} or more"
+    return f"of {high:g} or less" if high is not None else "(finite)"
+
+
+def checks_numbers(execute: Callable) -> Callable:
+    """Decorates a node's ``execute`` (below ``@classmethod``): every FLOAT input it is called with goes through
+    ``check_number`` against the min/max the node's schema declares, before the node does anything else. New FLOAT
+    inputs are covered by declaring them; nothing is listed twice."""
+    signature = inspect.signature(execute)
+    ranges: dict[str, tuple[float | None, float | None]] = {}
+
+    @functools.wraps(execute)
+    def checked(cls, *args, **kwargs):
+        if not checked.read_schema:  # once (ComfyUI runs each prompt on a fresh clone of the class)
+            floats = [i for i in cls.define_schema().inputs if isinstance(i, io.Float.Input)]
+            ranges.update({i.id: (i.min, i.max) for i in floats})
+            checked.read_schema = True
+        given = signature.bind_partial(cls, *args, **kwargs).arguments
+        for name, (low, high) in ranges.items():
+            if given.get(name) is not None:
+                check_number(cls.TITLE, name, given[name], low, high)
+        return execute(cls, *args, **kwargs)
+
+    checked.read_schema = False
+    return checked
 
 
 def advanced(inp: io.Input) -> io.Input:
@@ -155,19 +211,15 @@ def resolve_model(node: str, input: str, value: str) -> Path:
         full = folder_paths.get_full_path(folder, rel)
         path = Path(full) if full else None
     if path is None:
-        where = (
-            ", ".join(folder_paths.get_folder_paths(folder))
-            if folder in folder_paths.folder_names_and_paths
-            else ""
-        )
-        raise node_error(
-            node,
-            "no such model file or folder",
-            f"Put it in ComfyUI's models/{folder or '<folder>'}/ ({where}) and refresh the node list (R), "
-            "then pick it from the list.",
-            input,
-            value,
-        )
+        if folder not in folder_paths.folder_names_and_paths:  # e.g. an absolute path typed into the request
+            fix = "Pick it from the list: its names start with a model folder (checkpoints/, acestep/, ...)."
+        else:
+            where = ", ".join(folder_paths.get_folder_paths(folder))
+            fix = (
+                f"Put it in ComfyUI's models/{folder}/ ({where}) and refresh the node list (R), then pick it from "
+                "the list."
+            )
+        raise node_error(node, "no such model file or folder", fix, input, value)
     return path
 
 

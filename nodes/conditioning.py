@@ -7,6 +7,7 @@ device (small: a few hundred vectors), so the text encoder can be offloaded befo
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -55,6 +56,7 @@ def encode(
     the DiT that samples (the official release always feeds zeros)."""
     from ..acestep_models.v1.conditioning import encode_conditioning
 
+    check_lyrics(node, "lyrics", lyrics)  # text too long to fit: said before the text encoder loads
     if speaker is not None and speaker.embedding is not None:
         vector = speaker.embedding.reshape(1, -1)
     else:
@@ -63,7 +65,7 @@ def encode(
     models = SimpleNamespace(
         text_encoder=model, text_tokenizer=text_encoder.tokenizer, lyric_tokenizer=lyric_tokenizer
     )
-    with explained(node):
+    with explained(node), lyrics_explained(node, "lyrics", lyrics):
         cond = encode_conditioning(
             models,
             prompt,
@@ -73,6 +75,39 @@ def encode(
             device=text_encoder.device,
         )
     return cond.to(mm.intermediate_device())
+
+
+LYRICS_FIX = (
+    "Shorten them, or make the song in parts (ACE-Step Extend Latent, then repaint with the next lyrics)."
+)
+
+
+def lyrics_tooltip(text: str) -> str:
+    from ..acestep_models.v1.lyric_tokenizer import MAX_LYRIC_TOKENS
+
+    return (
+        f"{text} At most {MAX_LYRIC_TOKENS} lyric tokens (the official limit: about 6,000 characters of English or "
+        "3,500 of Chinese); longer lyrics are refused."
+    )
+
+
+def check_lyrics(node: str, input: str, lyrics: str) -> None:
+    """Lyrics too long to fit in the model at any rate, said without tokenizing them (cheap: checked first)."""
+    from ..acestep_models.v1.lyric_tokenizer import check_length
+
+    with lyrics_explained(node, input, lyrics):
+        check_length(lyrics or "")
+
+
+@contextlib.contextmanager
+def lyrics_explained(node: str, input: str, lyrics: str):
+    """Lyrics longer than the model takes (found while tokenizing them), named by the node's input."""
+    from ..acestep_models.v1.lyric_tokenizer import LyricsTooLong
+
+    try:
+        yield
+    except LyricsTooLong as e:
+        raise node_error(node, str(e), LYRICS_FIX, input, lyrics) from None
 
 
 def fit_to_dit(node: str, input: str, cond, dit) -> object:
@@ -135,8 +170,10 @@ class AceStepEncodePrompt(io.ComfyNode):
                     "lyrics",
                     multiline=True,
                     default=DEFAULT_LYRICS,
-                    tooltip="The lyrics, one sung line per line, with [verse], [chorus], [bridge]... structure "
-                    "lines. Empty or [instrumental] for instrumental music.",
+                    tooltip=lyrics_tooltip(
+                        "The lyrics, one sung line per line, with [verse], [chorus], [bridge]... structure lines. "
+                        "Empty or [instrumental] for instrumental music."
+                    ),
                 ),
                 Speaker.Input(
                     "speaker",

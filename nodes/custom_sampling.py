@@ -35,6 +35,7 @@ from .common import (
     AceStepDiT,
     DiT,
     advanced,
+    checks_numbers,
     explained,
     node_error,
 )
@@ -272,6 +273,7 @@ class AceStepGuider(io.ComfyNode):
         )
 
     @classmethod
+    @checks_numbers
     def execute(
         cls,
         dit: AceStepDiT,
@@ -422,6 +424,7 @@ class AceStepSamplerSelect(io.ComfyNode):
         )
 
     @classmethod
+    @checks_numbers
     def execute(cls, sampler: str, omega_scale: float) -> io.NodeOutput:
         if sampler not in SCHEDULERS:
             raise node_error(
@@ -480,6 +483,7 @@ class AceStepScheduler(io.ComfyNode):
         )
 
     @classmethod
+    @checks_numbers
     def execute(cls, steps: int, denoise: float, oss_steps: str = "", dit=None) -> io.NodeOutput:
         from ..acestep_models.v1.schedulers import make_schedule, oss_schedule
 

@@ -35,6 +35,7 @@ from .common import (
     as_latent,
     check_audio,
     check_latent,
+    checks_numbers,
     node_error,
 )
 
@@ -102,6 +103,7 @@ class AceStepEmptyLatent(io.ComfyNode):
         )
 
     @classmethod
+    @checks_numbers
     def execute(cls, seconds: float, batch_size: int, audio=None, video=None, images=None, fps: float = 24.0):
         given = [
             name for name, v in (("audio", audio), ("video", video), ("images", images)) if v is not None
@@ -155,8 +157,13 @@ class AceStepEncodeAudio(io.ComfyNode):
 
     @classmethod
     def execute(cls, audio: dict, vae) -> io.NodeOutput:
+        from ..acestep_models.common.audio_io import too_short
+
         wav, rate = check_audio(cls.TITLE, "audio", audio, max_channels=2)
         _check_duration(cls.TITLE, "audio", "AUDIO", wav.shape[-1] / rate, "Trim the audio first.")
+        short = too_short(wav.shape[-1], rate)
+        if short:  # (see MIN_AUDIO_SECONDS: a 0.09 s song from a truncated file helps nobody)
+            raise node_error(cls.TITLE, short, "Check the file and the nodes that cut it.", "audio", "AUDIO")
         return io.NodeOutput(as_latent(vae.encode(wav, rate)))
 
 
@@ -368,6 +375,7 @@ class AceStepMaskFromSeconds(io.ComfyNode):
         )
 
     @classmethod
+    @checks_numbers
     def execute(
         cls, latent: dict, ranges: str, soft_edge: float = 0.0, invert: bool = False
     ) -> io.NodeOutput:
@@ -430,6 +438,7 @@ class AceStepExtendLatent(io.ComfyNode):
         )
 
     @classmethod
+    @checks_numbers
     def execute(cls, latent: dict, left_seconds: float, right_seconds: float, soft_edge: float = 0.0):
         samples = check_latent(cls.TITLE, "latent", latent)
         left, right = frames_for_seconds(left_seconds), frames_for_seconds(right_seconds)

@@ -323,13 +323,11 @@ def read_speaker(node: str, value: str) -> torch.Tensor:
         )
     with explained(node, "embedding", value, "Give a .safetensors or .npy file holding one vector."):
         if path.lower().endswith(".npy"):
-            import numpy as np
-
-            tensors = [torch.from_numpy(np.load(path, allow_pickle=False))]
+            tensors = [_read_npy(path)]
         else:
-            from safetensors.torch import load_file
+            from ..acestep_models.common.weights import read_safetensors
 
-            tensors = list(load_file(path).values())
+            tensors = list(read_safetensors(path)[0].values())
     if len(tensors) != 1 or tensors[0].numel() == 0 or tensors[0].squeeze().ndim > 1:
         shapes = [list(t.shape) for t in tensors]
         raise node_error(
@@ -345,6 +343,25 @@ def read_speaker(node: str, value: str) -> torch.Tensor:
             node, "the embedding holds NaN/inf values", "Use a valid embedding.", "embedding", value
         )
     return vector
+
+
+def _read_npy(path: str) -> torch.Tensor:
+    import numpy as np
+
+    from ..acestep_models.common.sniff import describe
+
+    try:
+        array = np.load(path, allow_pickle=False)  # (a pickle could run code: never loaded)
+    except (ValueError, OSError, EOFError) as e:
+        what = describe(path)
+        if what.startswith("a NumPy"):  # e.g. an object array: a pickle inside
+            raise ValueError(f"the NumPy .npy file holds no plain numbers ({e})") from None
+        raise ValueError(f"the file is {what}, not a NumPy .npy array") from None
+    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
+        raise ValueError(
+            f"the file holds {type(array).__name__} of {getattr(array, 'dtype', '?')}, not numbers"
+        )
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
 class AceStepCheckpointLoader(io.ComfyNode):

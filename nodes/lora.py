@@ -12,7 +12,7 @@ from __future__ import annotations
 import folder_paths
 from comfy_api.latest import io
 
-from .common import CATEGORY, WEIGHT_SUFFIX, AceStepDiT, DiT, explained, node_error
+from .common import CATEGORY, WEIGHT_SUFFIX, AceStepDiT, DiT, checks_numbers, explained, node_error
 
 LORA_FOLDER = "loras"  # ComfyUI's own LoRA folder (models/loras/)
 
@@ -21,7 +21,7 @@ def lora_choices() -> list[str]:
     return [n for n in folder_paths.get_filename_list(LORA_FOLDER) if n.lower().endswith(WEIGHT_SUFFIX)]
 
 
-def comfy_patches(node: str, lora, model) -> dict:
+def comfy_patches(node: str, lora, model, value: str | None = None) -> dict:
     """{DiT weight key: ComfyUI LoRA adapter} at strength 1, checked against the DiT's weights.
 
     ComfyUI's adapter adds ``strength * alpha / rank * up @ down``: ``alpha = scale * rank`` makes that the engine's
@@ -49,7 +49,7 @@ def comfy_patches(node: str, lora, model) -> dict:
             f"the LoRA does not fit this DiT (made for another model or size?): {'; '.join(problems[:3])}",
             "Use an ACE-Step v1 3.5B LoRA.",
             "lora_name",
-            lora.name,
+            value or lora.name,
         )
     return patches
 
@@ -86,6 +86,7 @@ class AceStepLoraLoader(io.ComfyNode):
         )
 
     @classmethod
+    @checks_numbers
     def execute(cls, dit, lora_name: str, strength: float) -> io.NodeOutput:
         from ..acestep_models.v1.lora import load_lora
 
@@ -100,7 +101,7 @@ class AceStepLoraLoader(io.ComfyNode):
             )
         with explained(cls.TITLE, "lora_name", lora_name, "Use an ACE-Step v1 LoRA (.safetensors)."):
             lora = load_lora(path)
-        patches = comfy_patches(cls.TITLE, lora, dit.model)
+        patches = comfy_patches(cls.TITLE, lora, dit.model, lora_name)
         patched = dit.patcher.clone()
         patched.add_patches(patches, strength_patch=strength)
         return io.NodeOutput(

@@ -5,10 +5,12 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from .common import CATEGORY, LyricTokenizer, explained
+from .conditioning import check_lyrics, lyrics_tooltip
 
 
-def lyrics_report(reports) -> str:
-    """One line per lyric line: number, language read, token count, unknown tokens, the text."""
+def lyrics_report(reports, limit: int) -> str:
+    """One line per lyric line: number, language read, token count, unknown tokens, the text; first a summary with
+    the token count against ``limit``, the most the model reads."""
     rows = []
     for n, r in enumerate(reports, 1):
         if r.lang is None:
@@ -23,6 +25,11 @@ def lyrics_report(reports) -> str:
     langs = sorted({r.lang for r in reports if r.lang})
     summary = f"{len(reports)} lines, languages: {', '.join(langs) or 'none'}, unknown tokens: {unknown}" + (
         f", lines left out: {dropped}" if dropped else ""
+    )
+    # what the model reads: [START], then each line's ids and its separator
+    tokens = 1 + sum(len(r.ids) + 1 for r in reports if not r.error)
+    summary += f", {tokens} tokens of at most {limit}" + (
+        " (too long: ACE-Step Encode Prompt & Lyrics refuses them)" if tokens > limit else ""
     )
     return "\n".join([summary, *rows])
 
@@ -46,7 +53,9 @@ class AceStepLyricsCheck(io.ComfyNode):
                     "lyrics",
                     multiline=True,
                     default="[verse]\n",
-                    tooltip="The lyrics, one line per sung line; [verse], [chorus]... lines mark the structure.",
+                    tooltip=lyrics_tooltip(
+                        "The lyrics, one line per sung line; [verse], [chorus]... lines mark the structure."
+                    ),
                 ),
             ],
             outputs=[
@@ -58,8 +67,11 @@ class AceStepLyricsCheck(io.ComfyNode):
 
     @classmethod
     def execute(cls, lyric_tokenizer, lyrics: str) -> io.NodeOutput:
+        from ..acestep_models.v1.lyric_tokenizer import MAX_LYRIC_TOKENS
+
+        check_lyrics(cls.TITLE, "lyrics", lyrics)  # (too long to fit at all: not worth seconds of analysis)
         with explained(cls.TITLE, "lyrics", lyrics[:60]):
-            report = lyrics_report(lyric_tokenizer.analyse(lyrics))
+            report = lyrics_report(lyric_tokenizer.analyse(lyrics), MAX_LYRIC_TOKENS)
         return io.NodeOutput(lyrics, report, ui=ui.PreviewText(report))
 
 

@@ -21,7 +21,7 @@ from comfy_api.latest import io
 
 from ..acestep_models.common.noise import MAX_SEED
 from ..acestep_models.v1.schedulers import MAX_STEPS
-from .common import CATEGORY, DiT, as_latent, check_latent, explained, node_error
+from .common import CATEGORY, DiT, as_latent, check_latent, checks_numbers, explained, node_error
 from .conditioning import AceStepConditioning, check_conditioning, fit_to_dit
 from .inputs import NOISE_MODES, seed_input, shared
 from .inputs import settings as sampler_settings
@@ -127,8 +127,19 @@ def per_frame_mask(node: str, mask, batch: int, frames: int) -> torch.Tensor:
             f"MASK {list(mask.shape)}",
         )
     mask = mask.float().cpu()
-    if not torch.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
-        raise node_error(node, "mask values must lie in [0, 1]", "", "mask", "MASK")
+    if not torch.isfinite(mask).all():
+        bad = int((~torch.isfinite(mask)).sum())
+        raise node_error(
+            node, f"the mask holds {bad} NaN/inf values", "Fix the node that made it.", "mask", "MASK"
+        )
+    if mask.min() < 0 or mask.max() > 1:
+        raise node_error(
+            node,
+            f"mask values must lie in [0, 1], these go from {float(mask.min()):g} to {float(mask.max()):g}",
+            "Clamp or rescale the mask (1 = regenerate, 0 = keep).",
+            "mask",
+            "MASK",
+        )
     per_frame = mask.amax(dim=1)
     return per_frame[0] if per_frame.shape[0] == 1 else per_frame
 
@@ -287,6 +298,7 @@ class AceStepSampler(io.ComfyNode):
         )
 
     @classmethod
+    @checks_numbers
     def execute(
         cls,
         dit,
@@ -463,6 +475,7 @@ class AceStepFlowEdit(io.ComfyNode):
         )
 
     @classmethod
+    @checks_numbers
     def execute(
         cls,
         dit,

@@ -8,6 +8,7 @@ is renamed into place at the end, so an interrupted or failed write never leaves
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -24,6 +25,15 @@ WRITE_FORMATS = {
     ".mp3": ("MP3", "MPEG_LAYER_III", {"compression_level": 0.0, "bitrate_mode": "CONSTANT"}),
 }
 MP3_LIBSNDFILE = "1.1.0"  # first libsndfile release with MP3 read and write
+READABLE = "wav, flac, ogg, mp3 or aiff"
+# The shortest audio taken as a song to work on (repaint, extend, edit, audio2audio's reference). The DCAE codes
+# 4096 samples at 44.1 kHz (0.093 s) per latent frame, so this is about 5 frames: less holds no phrase to repaint,
+# extend or take a style from. In practice shorter audio is a file cut short (a WAV truncated to 300 bytes reads
+# as 26 samples and came out as a 0.09 s song, one frame of padding); refusing says so where the audio enters,
+# which a warning in the server log would not (ComfyUI users rarely see it).
+MIN_AUDIO_SECONDS = 0.5
+# libsndfile's report on a WAV/AIFF whose chunk is longer than the file: "data : 352800 (should be 212)"
+_SHORT_CHUNK = re.compile(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 
 
 class AudioError(ValueError):
@@ -40,6 +50,43 @@ def _check_codec(path: Path, action: str) -> None:
         )
 
 
+def not_audio(path: str | os.PathLike, shown: str | None = None) -> AudioError:
+    """An unreadable audio file, said in words: what the file is ("empty (0 bytes)", "a text file", "a PNG image",
+    "a RIFF (WAV/AVI) file that cannot be decoded") and what was expected, instead of the readers' "Format not
+    recognised" or "[Errno 1094995529] Invalid data found when processing input". ``shown``: how to name the file
+    (default: its path)."""
+    from .sniff import describe
+
+    what = describe(path)
+    if what.startswith("a RIFF") or what.split()[1:2] in (["FLAC"], ["Ogg"], ["MP3"], ["AIFF"], ["MP4/M4A"]):
+        what += " that cannot be decoded (damaged, or cut short)"
+    return AudioError(
+        f"cannot read audio file {shown or path}: the file is {what}; expected an audio file ({READABLE})"
+    )
+
+
+def truncation(info: soundfile._SoundFileInfo) -> str:
+    """For a WAV/AIFF file cut short, how much audio its header announces ("its header announces 1.00 s"); else ""."""
+    m = _SHORT_CHUNK.search(info.extra_info or "")
+    if not m or int(m.group(2)) >= int(m.group(1)) or info.frames <= 0:
+        return ""
+    frame_bytes = max(int(m.group(2)) // info.frames, 1)
+    announced = int(m.group(1)) // frame_bytes / info.samplerate
+    return f"the file is cut short: its header announces {announced:.2f} s"
+
+
+def too_short(samples: int, rate: int, cut: str = "") -> str:
+    """Why ``samples`` at ``rate`` are too short for a song (under ``MIN_AUDIO_SECONDS``), or "" when they are not;
+    ``cut``: what ``truncation`` found, if anything."""
+    seconds = samples / max(rate, 1)
+    if seconds >= MIN_AUDIO_SECONDS:
+        return ""
+    return (
+        f"it holds only {seconds:.3g} s of audio ({samples} samples at {rate} Hz); ACE-Step works on songs of "
+        f"{MIN_AUDIO_SECONDS:g} s or more ({cut or 'audio this short is usually a file cut short'})"
+    )
+
+
 def audio_info(path: str | os.PathLike) -> soundfile._SoundFileInfo:
     """The file's sample rate, channels, frames and duration, without reading the samples."""
     p = Path(path)
@@ -49,7 +96,7 @@ def audio_info(path: str | os.PathLike) -> soundfile._SoundFileInfo:
     try:
         info = soundfile.info(str(p))
     except (soundfile.LibsndfileError, RuntimeError) as e:
-        raise AudioError(f"cannot read audio file {p}: {e} (readable: wav, flac, ogg, mp3, aiff)") from e
+        raise not_audio(p) from e
     if info.frames <= 0:
         raise AudioError(f"audio file {p} is empty (no samples)")
     return info
@@ -62,7 +109,7 @@ def load_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
     try:
         data, sample_rate = soundfile.read(str(p), dtype="float32", always_2d=True)  # [N, C]
     except (soundfile.LibsndfileError, RuntimeError) as e:
-        raise AudioError(f"cannot read audio file {p}: {e}") from e
+        raise not_audio(p) from e
     if data.shape[0] == 0:
         raise AudioError(f"audio file {p} is empty (no samples)")
     if not np.isfinite(data).all():

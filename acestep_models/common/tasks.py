@@ -12,6 +12,15 @@ masks are per latent frame, ``[T]`` or ``[B, T]`` in [0, 1], 1 = regenerate.
 - ``Audio2Audio``: a new song starting part-way from the noised ``reference``.
 - ``Edit``: the official flow-edit of ``source`` from its own conditioning towards ``target``.
 
+ACE-Step 1.5 adds (``v15/pipeline.py`` carries them out from the source audio, with the official handler's
+arithmetic; ``Repaint`` there is the official repaint window in seconds, outpainting past either end included):
+
+- ``Cover``: a new song on the semantics of a source song (its FSQ round trip) or of 5 Hz audio codes.
+- ``Extract``: one track (stem) of the source, e.g. the vocals.
+- ``Lego``: a new track generated into a window of the source, on the source's context.
+- ``Complete``: the source completed with the named tracks.
+Extract, lego and complete are for base models (official: the UI offers them only there).
+
 ``from_mask`` reads a mask over a latent the way the nodes offer it: all ones is a retake, exactly the zero frames
 padded around a song is an extend, anything else a repaint.
 """
@@ -69,7 +78,43 @@ class Edit:
     name = "edit"
 
 
-Task = Text2Music | Retake | Repaint | Extend | Audio2Audio | Edit
+@dataclass(frozen=True)
+class Cover:
+    """1.5: a new song on the source's semantics (or on ``codes``, the 5 Hz LM's audio codes)."""
+
+    strength: float = 1.0  # share of the steps on the cover condition (official audio_cover_strength)
+    noise_strength: float = 0.0  # how close the start is to the source (official cover_noise_strength)
+    codes: str = ""  # "<|audio_code_N|>..." (official audio_code_string); used instead of the source audio
+    name = "cover"
+
+
+@dataclass(frozen=True)
+class Extract:
+    """1.5 (base models): one track of the source."""
+
+    track: str | None = None  # one of prompts.TRACK_NAMES ("vocals", "drums", ...); None: "the track"
+    name = "extract"
+
+
+@dataclass(frozen=True)
+class Lego:
+    """1.5 (base models): a new ``track`` generated in the window [start, end) s of the source."""
+
+    track: str | None = None
+    start: float = 0.0  # seconds (official repainting_start)
+    end: float | None = None  # seconds; None: the end of the source (official repainting_end)
+    name = "lego"
+
+
+@dataclass(frozen=True)
+class Complete:
+    """1.5 (base models): the source completed with ``tracks``."""
+
+    tracks: tuple[str, ...] = ()
+    name = "complete"
+
+
+Task = Text2Music | Retake | Repaint | Extend | Audio2Audio | Edit | Cover | Extract | Lego | Complete
 TEXT2MUSIC = Text2Music()
 SOURCE_TASKS = (Repaint, Extend, Edit)  # the tasks that start from a song's latents
 

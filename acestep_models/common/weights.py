@@ -6,6 +6,7 @@ is never materialised twice and ``torch.nn``'s weight init never runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from . import ops
 
@@ -23,22 +24,77 @@ log = logging.getLogger(__name__)
 StateDict = dict[str, torch.Tensor]
 
 
+class WeightsError(ValueError):
+    """A weights file that cannot be read: the message says what the file is and what was expected."""
+
+
+def unreadable(path: str | Path, error: Exception | None = None) -> WeightsError:
+    """Why ``path`` is not a readable .safetensors file, in words (truncated, empty, another format), instead of
+    the reader's "Error while deserializing header"."""
+    from .sniff import describe
+
+    p = Path(path)
+    size = p.stat().st_size if p.is_file() else 0
+    with open(p, "rb") as f:
+        head = f.read(9)
+    if size < 8:
+        reason = "it is empty (0 bytes)" if size == 0 else f"it is only {size} bytes long"
+    elif head[8:9] == b"{":  # an 8-byte header length, then the JSON header: a safetensors file
+        reason = _damage(p, size, int.from_bytes(head[:8], "little"), error)
+    else:
+        reason = f"it is not a safetensors file but {describe(p)}"
+    return WeightsError(
+        f"cannot read {p.name}: {reason}. A .safetensors weights file was expected; an interrupted download or "
+        "copy is the usual cause: download or copy it again"
+    )
+
+
+def _damage(path: Path, size: int, header_len: int, error: Exception | None) -> str:
+    if 8 + header_len > size:
+        return f"it is truncated (its header alone needs {8 + header_len} bytes, the file has {size})"
+    try:
+        with open(path, "rb") as f:
+            f.seek(8)
+            header = json.loads(f.read(header_len))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError):
+        return "its header is damaged (not the JSON a safetensors file starts with)"
+    if 8 + header_len + end > size:
+        return f"it is truncated (its tensors need {8 + header_len + end} bytes, the file has {size})"
+    return f"it is damaged ({error})" if error is not None else "it is damaged"
+
+
+@contextlib.contextmanager
+def _opened(path: str | Path):
+    """``safe_open`` with its errors on broken files (truncated, empty, not safetensors) said in words."""
+    try:
+        handle = safe_open(str(path), framework="pt", device="cpu")
+    except SafetensorError as e:
+        raise unreadable(path, e) from None
+    with handle as f:
+        try:
+            yield f
+        except SafetensorError as e:
+            raise unreadable(path, e) from None
+
+
 def read_safetensors(path: str | Path, prefix: str = "") -> tuple[StateDict, dict[str, str]]:
     """The tensors of a .safetensors file under ``prefix`` (prefix stripped) and the file's metadata.
 
     Only the tensors asked for are read, so taking one part out of a 7 GB all-in-one file costs that part alone.
+    A broken file (truncated, empty, another format) is a ``WeightsError`` saying so.
     """
-    with safe_open(str(path), framework="pt", device="cpu") as f:
+    with _opened(path) as f:
         metadata = f.metadata() or {}
         return {k[len(prefix) :]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}, metadata
 
 
 def safetensors_keys(path: str | Path) -> list[str]:
-    with safe_open(str(path), framework="pt", device="cpu") as f:
+    with _opened(path) as f:
         return list(f.keys())
 
 
-def comfy_package_dir() -> Path | None:
+def host_comfy_dir() -> Path | None:
     """The host ComfyUI's ``comfy`` package folder (it ships tokenizer files), when ComfyUI is importable."""
     import importlib.util
 
@@ -52,7 +108,7 @@ def comfy_package_dir() -> Path | None:
 
 
 def read_tensor(path: str | Path, key: str) -> torch.Tensor:
-    with safe_open(str(path), framework="pt", device="cpu") as f:
+    with _opened(path) as f:
         return f.get_tensor(key)
 
 
@@ -267,6 +323,8 @@ def generations_in(path: str | Path) -> list[str]:
                 if lay.find_prefix(safetensors_keys(file), part, file) is not None:
                     found.append(lay.generation)
                     break
+            except WeightsError:  # a broken file is not "no weights of this generation": say what is wrong
+                raise
             except (OSError, ValueError):
                 continue
     return found

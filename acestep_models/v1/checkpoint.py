@@ -93,7 +93,39 @@ def _config(cls, src: PartSource):
     sizes read off the tensors' shapes, with the released values for what shapes cannot tell."""
     if src.config is not None:
         return cls.from_official(src.config)
-    return cls.from_state_dict(src.state_dict)
+    return _from_shapes(cls, src.part, src.origin, src.state_dict)
+
+
+def _from_shapes(cls, part: str, origin: str, sd: StateDict):
+    try:
+        return cls.from_state_dict(sd)
+    except KeyError as e:  # a part's signature tensor is there, others are not
+        raise ValueError(
+            f"{part}: {Path(origin).name} lacks the tensor {e.args[0]!r} every ACE-Step v1 {part} has (a partial "
+            "or damaged file?)"
+        ) from None
+
+
+def _dit_config(src: PartSource):
+    """The DiT's config; without a config.json only a DiT of the released width: its head split (heads x head size)
+    is in no tensor's shape, and a wrong guess either fails in a layer ("groups must be a positive integer") or,
+    worse, loads and computes the wrong attention."""
+    from .dit import DiTConfig
+
+    if src.config is not None:
+        return DiTConfig.from_official(src.config)
+    config = _from_shapes(DiTConfig, "dit", src.origin, src.state_dict)
+    released = DiTConfig()
+    width = src.state_dict["t_block.1.weight"].shape[1]
+    if width != released.inner_dim:
+        raise ValueError(
+            f"dit: {Path(src.origin).name} holds a DiT {width} wide, not the released {released.inner_dim} "
+            f"({released.num_attention_heads} heads of {released.attention_head_dim}), and carries no config: how its "
+            "width splits into attention heads cannot be read from the tensors. Give its config.json (with "
+            "num_attention_heads and attention_head_dim): put it beside the weights in a folder of their own (in "
+            "ComfyUI: models/acestep/<name>/config.json with the .safetensors) and load that folder"
+        )
+    return config
 
 
 def load_dit(
@@ -107,10 +139,10 @@ def load_dit(
 
     ``weight_dtype`` (``ops.STORAGE_DTYPES``: float8) keeps its matrices in 1 byte per weight, computing in
     ``dtype``: the low-memory mode (ComfyUI's fp8 ``weight_dtype``)."""
-    from .dit import IGNORED_KEYS, ACEStepTransformer, DiTConfig
+    from .dit import IGNORED_KEYS, ACEStepTransformer
 
     src = locate(path, "dit")
-    config = _config(DiTConfig, src)
+    config = _dit_config(src)
     return build(
         ACEStepTransformer,
         config,
@@ -174,7 +206,7 @@ def load_music_dcae(
     if dcae.config is not None and vocoder.config is not None:
         config = MusicDCAEConfig.from_official(dcae.config, vocoder.config)
     else:
-        config = MusicDCAEConfig.from_state_dict(sd)
+        config = _from_shapes(MusicDCAEConfig, "dcae", dcae.origin, sd)
     return build(
         MusicDCAE,
         config,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .lyric_tokenizer import MAX_LYRIC_TOKENS
 from .text_encoder import encode_text, query_temperature
 
 
@@ -48,15 +49,17 @@ def encode_conditioning(
 ) -> Conditioning:
     """``models``: ``checkpoint.ACEStepModels``. The text through UMT5 (and, with ``use_erg_tag``, again with the
     queries of blocks 8-9 scaled by 0.01: the official ERG "null" prompt), the lyrics through the official lyric
-    tokenizer, and a zero speaker embedding of the DiT's width unless ``speaker`` [1, S] is given."""
+    tokenizer (at most ``MAX_LYRIC_TOKENS``: longer lyrics are a ``LyricsTooLong`` error), and a zero speaker
+    embedding of the DiT's width unless ``speaker`` [1, S] is given."""
     device = next(models.text_encoder.parameters()).device if device is None else device
+    # the lyrics first: lyrics longer than the model takes fail here, before any model runs
+    lyric_ids, lyric_mask = models.lyric_tokenizer.lyric_ids_and_mask(lyrics or "", limit=MAX_LYRIC_TOKENS)
     prompt = prompt or ""  # official code needs a string; None would fail in its tokenizer
     text, text_mask = encode_text(models.text_encoder, models.text_tokenizer, [prompt], device)
     text_null = None
     if use_erg_tag:
         with query_temperature(models.text_encoder):
             text_null, _ = encode_text(models.text_encoder, models.text_tokenizer, [prompt], device)
-    lyric_ids, lyric_mask = models.lyric_tokenizer.lyric_ids_and_mask(lyrics or "")
     if speaker is None:
         width = models.dit.config.speaker_embedding_dim
         speaker = torch.zeros(1, width, dtype=text.dtype, device=device)

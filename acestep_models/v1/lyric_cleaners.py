@@ -181,6 +181,52 @@ def multilingual_clean(text: str, lang: str) -> str:
     return _WHITESPACE_RE.sub(" ", text)
 
 
+# The versions of the dictionary-carrying packages whose output the lyric corpus test proved equal to the official
+# token ids (requirements.txt asks for these ranges; a pack beside ours may have installed others).
+PROVED_VERSIONS = {
+    "py3langid": ((0, 2, 2), (0, 4)),
+    "pypinyin": ((0, 49), (0, 54)),
+    "num2words": ((0, 5, 14), (0, 5, 15)),
+    "langsegment-backup": ((0, 3, 5), (0, 3, 6)),
+    "fugashi": ((1, 5, 2), (1, 5, 3)),
+    "unidic-lite": ((1, 0, 8), (1, 0, 9)),
+    "cutlet": ((0, 5, 2), (0, 5, 3)),
+}
+
+
+def _release(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit()) if piece[:1].isdigit() else ""
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def dictionary_warnings() -> list[str]:
+    """One line per installed dictionary package outside the versions proved to give the official ids."""
+    from importlib import metadata
+
+    out = []
+    for name, (low, high) in PROVED_VERSIONS.items():
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        if not low <= _release(version) < high:
+            out.append(
+                f"{name} {version} is installed; lyric token ids were proved equal to the official ones with "
+                f"{'.'.join(map(str, low))} <= {name} < {'.'.join(map(str, high))}, so some lines may tokenize "
+                "differently (see requirements.txt)"
+            )
+    return out
+
+
+class MissingDependency(RuntimeError):
+    """A package a lyric line needs is not installed: an install problem, so never a line left out quietly."""
+
+
 def clean(text: str, lang: str) -> str:
     """The text the official ``VoiceBpeTokenizer.preprocess_text`` hands to the BPE for ``lang``."""
     if lang in CLEANED_LANGS:
@@ -191,7 +237,13 @@ def clean(text: str, lang: str) -> str:
             text = _korean_transliter().translit(text)
         return text
     if lang == "ja":
-        return _cutlet().romaji(text).lower()
+        try:
+            romaji = _cutlet()
+        except ImportError as e:
+            raise MissingDependency(
+                f"the Japanese lyric line {text!r} needs the cutlet package for its romaji: {e}"
+            ) from e
+        return romaji.romaji(text).lower()
     if lang == "hi":
         return _WHITESPACE_RE.sub(" ", text.lower())
     raise NotImplementedError(f"Language '{lang}' is not supported.")
@@ -215,10 +267,40 @@ def _korean_transliter():
     return Transliter(academic)
 
 
+# cutlet's one use of mojimoji (``normalize_text``) runs on NFKC-normalised text, where zen_to_han(kana=False) then
+# han_to_zen(digit=False, ascii=False) change exactly three characters (checked over every code point and every pair
+# of kana and width marks: tests/acestep_models/v1/test_lyric_tokenizer.py). mojimoji has no Python 3.13 wheel, so
+# where it is missing this stands in for it, giving cutlet's romaji unchanged.
+_MOJIMOJI_AFTER_NFKC = str.maketrans({"\u2018": "`", "\u2019": "'", "\u201d": '"'})
+
+
+def _width_shim():
+    import types
+
+    shim = types.ModuleType("mojimoji")
+    shim.__doc__ = "Stand-in for mojimoji in cutlet's normalize_text (exact on NFKC-normalised text only)."
+    shim.zen_to_han = lambda text, kana=True, digit=True, ascii=True: text.translate(_MOJIMOJI_AFTER_NFKC)
+    shim.han_to_zen = lambda text, kana=True, digit=True, ascii=True: text
+    return shim
+
+
+CUTLET_HINT = (
+    "install it with `pip install --no-deps cutlet==0.5.2` (its mojimoji dependency has no wheel for Python 3.13 "
+    "or Linux aarch64, so the requirements leave cutlet out there; this pack stands in for mojimoji exactly)"
+)
+
+
 @cache
 def _cutlet():
-    import cutlet  # loads the MeCab dictionary: only when a Japanese line shows up
+    import importlib.util
+    import sys
 
+    if importlib.util.find_spec("mojimoji") is None:
+        sys.modules.setdefault("mojimoji", _width_shim())
+    try:
+        import cutlet  # loads the MeCab dictionary: only when a Japanese line shows up
+    except ImportError as e:
+        raise ImportError(f"{e}; {CUTLET_HINT}") from e
     return cutlet.Cutlet()
 
 

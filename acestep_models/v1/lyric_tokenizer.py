@@ -12,19 +12,21 @@ official ``acestep/models/lyrics_utils/vocab.json``); ``find_lyric_vocab`` looks
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
 
-from ..common.weights import comfy_package_dir as _comfy_package_dir  # (a module name the tests replace)
+from ..common.weights import host_comfy_dir as _comfy_package_dir  # (a module name the tests replace)
 from .language import SUPPORTED_LANGUAGES, line_language
-from .lyric_cleaners import clean
+from .lyric_cleaners import MissingDependency, clean, dictionary_warnings
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,25 @@ UNK_TOKEN = "[UNK]"
 STRUCTURE_RE = re.compile(r"\[.*?\]")  # official structure_pattern, used with .match: a line starting "[...]"
 VOCAB_NAMES = ("vocab.json", "ace_lyrics_tokenizer/vocab.json")
 COMFY_VOCAB = Path("text_encoders", "ace_lyrics_tokenizer", "vocab.json")  # inside ComfyUI's comfy package
+# The longest lyrics ACE-Step v1 takes, in tokens: what the official model was trained on (the official
+# acestep/text2music_dataset.py cuts every lyric to lyric_token_idx[:4096], "Limit lyric context length"). The
+# official pipeline passes longer lyrics on unchecked, and the lyric encoder's attention grows with the square of
+# their length: 50,000 characters asked for 57.6 GB.
+MAX_LYRIC_TOKENS = 4096
+# Lyrics take 0.8 (Chinese) to 1.9 (English with blank lines) characters per token on the official examples and
+# the parity corpus, so text of more than 4 characters per token of the limit (16,384) cannot fit: it is refused
+# before it is tokenized, which would take seconds (the language detection grows with the square of a line).
+MAX_CHARS_PER_TOKEN = 4
+
+
+@functools.cache
+def _warn_dictionaries() -> None:
+    for line in dictionary_warnings():  # once per process: the first time a lyric tokenizer is made
+        log.warning("ACE-Step lyrics: %s", line)
+
+
+class LyricsTooLong(ValueError):
+    """Lyrics longer than the model takes: the message says how long they are, the limit and where it falls."""
 
 
 @dataclass
@@ -64,6 +85,7 @@ class LyricTokenizer:
         problem = _vocab_problem(tokenizer)
         if problem:
             raise ValueError(f"{path} is not the ACE-Step lyric vocabulary: {problem}")
+        _warn_dictionaries()
         return cls(tokenizer)
 
     def encode_line(self, text: str, lang: str) -> list[int]:
@@ -75,39 +97,68 @@ class LyricTokenizer:
 
     def analyse(self, lyrics: str) -> list[LineReport]:
         """Per line of ``lyrics``: language, ids and unknown-token count, as ``tokenize`` uses them."""
-        reports = []
+        return list(self.reports(lyrics))
+
+    def reports(self, lyrics: str) -> Iterator[LineReport]:
+        """``analyse``, one line at a time."""
         for line in lyrics.split("\n"):
             line = line.strip()
             if not line:
-                reports.append(LineReport(None, "", []))
+                yield LineReport(None, "", [])
                 continue
             lang = "en" if STRUCTURE_RE.match(line) else line_language(line)
             try:
                 ids = self.encode_line(line, lang)
+            except MissingDependency:
+                raise
             except Exception as e:  # the official pipeline prints the error and leaves the line out
                 log.warning("lyric line %r (%s) cannot be tokenized and is left out: %s", line, lang, e)
-                reports.append(LineReport(lang, line, [], 0, f"{type(e).__name__}: {e}"))
+                yield LineReport(lang, line, [], 0, f"{type(e).__name__}: {e}")
                 continue
-            reports.append(LineReport(lang, line, ids, sum(i == self.unk_id for i in ids)))
-        return reports
+            yield LineReport(lang, line, ids, sum(i == self.unk_id for i in ids))
 
-    def tokenize(self, lyrics: str) -> list[int]:
-        """The official ``tokenize_lyrics``: ``[START]`` then each line's ids and ``[SPACE]``."""
+    def tokenize(self, lyrics: str, limit: int | None = None) -> list[int]:
+        """The official ``tokenize_lyrics``: ``[START]`` then each line's ids and ``[SPACE]``.
+
+        With ``limit`` (the model's: ``MAX_LYRIC_TOKENS``), longer lyrics are a ``LyricsTooLong`` error, raised as
+        soon as the count passes it, and before any tokenizing for text too long to fit."""
+        lines = lyrics.split("\n")
+        if limit is not None:
+            check_length(lyrics, limit)
         ids = [START_ID]
-        for report in self.analyse(lyrics):
+        for n, report in enumerate(self.reports(lyrics), 1):
             if report.error is None:
                 ids += report.ids + [LINE_END_ID]
+            if limit is not None and len(ids) > limit:
+                raise LyricsTooLong(
+                    f"the lyrics are longer than the {limit} tokens ACE-Step v1 reads (the official limit): they "
+                    f"pass it at line {n} of {len(lines)} ({report.text[:40]!r})"
+                )
         return ids
 
-    def lyric_ids_and_mask(self, lyrics: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(ids, mask)``, both long ``[1, T]``, as the official pipeline feeds the lyric encoder.
+    def lyric_ids_and_mask(
+        self, lyrics: str | None, limit: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(ids, mask)``, both long ``[1, T]``, as the official pipeline feeds the lyric encoder; ``limit``: as
+        in ``tokenize`` (``encode_conditioning`` passes ``MAX_LYRIC_TOKENS``).
 
         Empty lyrics (the empty string; whitespace still counts as lyrics there) give ``[[0]]`` and ``[[0]]``.
         """
         if not lyrics:
             return torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long)
-        ids = torch.tensor([self.tokenize(lyrics)], dtype=torch.long)
+        ids = torch.tensor([self.tokenize(lyrics, limit)], dtype=torch.long)
         return ids, torch.ones_like(ids)
+
+
+def check_length(lyrics: str, limit: int = MAX_LYRIC_TOKENS) -> None:
+    """A ``LyricsTooLong`` error for text too long to fit in ``limit`` tokens at any rate lyrics tokenize at (see
+    ``MAX_CHARS_PER_TOKEN``), without tokenizing it: cheap, for checking before anything else runs."""
+    chars = sum(len(line.strip()) for line in lyrics.split("\n"))
+    if chars > MAX_CHARS_PER_TOKEN * limit:
+        raise LyricsTooLong(
+            f"the lyrics are {chars:,} characters long; ACE-Step v1 reads at most {limit} lyric tokens (the official "
+            f"limit), which no lyrics of more than {MAX_CHARS_PER_TOKEN * limit:,} characters fit in"
+        )
 
 
 def _vocab_problem(tokenizer: Tokenizer) -> str | None:

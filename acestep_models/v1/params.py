@@ -87,6 +87,20 @@ TEXT_KEYS = ("prompt", "lyrics", "edit_target_prompt", "edit_target_lyrics")
 CHOICES = {"scheduler_type": SCHEDULERS, "cfg_type": CFG_TYPES, "task": TASKS}
 UNIT_KEYS = ("guidance_interval", "guidance_interval_decay", "retake_variance", "edit_n_min", "edit_n_max")
 NON_NEGATIVE_KEYS = ("guidance_scale", "min_guidance_scale", "guidance_scale_text", "guidance_scale_lyric")
+# The ranges of the numbers no other rule bounds: the official UI's sliders, widened to what the ComfyUI nodes take
+# (guidance up to 200, the LoRA weight within +-10). Beyond them a finite value can still overflow to inf/NaN in
+# the sampler and surface as NaN audio, far from its cause.
+RANGES = {
+    "guidance_scale": (0.0, 200.0),
+    "min_guidance_scale": (0.0, 200.0),
+    "guidance_scale_text": (0.0, 200.0),
+    "guidance_scale_lyric": (0.0, 200.0),
+    "omega_scale": (-100.0, 100.0),
+    "lora_weight": (-10.0, 10.0),
+}  # (audio_duration and the repaint range are checked against the song, in _check_together)
+LYRICS_KEYS = ("lyrics", "edit_target_lyrics")
+LYRICS_FIX = "shorten them, or make the song in parts (task extend, then repaint)"
+MAX_BATCH = 64  # as the nodes' batch_size (each item is a whole song in memory)
 
 
 class ParamsError(ValueError):
@@ -110,8 +124,18 @@ def _number(key: str, v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ParamsError(key, v, "expected a number")
     if not math.isfinite(v):
-        raise ParamsError(key, v, "expected a finite number")
+        raise ParamsError(key, v, f"expected a finite number{_accepted(key)}")
     return v
+
+
+def _accepted(key: str) -> str:
+    """The values ``key`` takes, for messages (" from 0 to 200"), where one rule says it."""
+    if key in UNIT_KEYS:
+        return " in [0, 1]"
+    if key in RANGES:
+        low, high = RANGES[key]
+        return f" from {low:g} to {high:g}"
+    return " (0 or more)" if key in NON_NEGATIVE_KEYS else ""
 
 
 def _whole(key: str, v: Any) -> int:
@@ -153,6 +177,8 @@ def _value(key: str, v: Any) -> Any:
         limit = MAX_STEPS if key == "infer_step" else None
         if v < 1 or (limit and v > limit):
             raise ParamsError(key, v, f"expected 1..{limit}" if limit else "expected 1 or more")
+        if key == "batch_size" and v > MAX_BATCH:
+            raise ParamsError(key, v, f"expected at most {MAX_BATCH} (a batch's songs are sampled at once)")
         return v
     if key in FLOAT_KEYS:
         v = float(_number(key, v))
@@ -162,6 +188,9 @@ def _value(key: str, v: Any) -> Any:
             raise ParamsError(key, v, "expected 0 or more")
         if key == "ref_audio_strength" and not 0.0 <= v < 1.0:
             raise ParamsError(key, v, "expected a value in [0, 1) (1 leaves no sampling step)")
+        low, high = RANGES.get(key, (-math.inf, math.inf))
+        if not low <= v <= high:
+            raise ParamsError(key, v, f"expected a value from {low:g} to {high:g}")
         return v
     if key in BOOL_KEYS:
         if not isinstance(v, bool):
@@ -182,6 +211,13 @@ def _value(key: str, v: Any) -> Any:
     if key in TEXT_KEYS or key == "lora_name_or_path":
         if v is not None and not isinstance(v, str):
             raise ParamsError(key, v, "expected a string")
+        if key in LYRICS_KEYS and v:
+            from .lyric_tokenizer import LyricsTooLong, check_length
+
+            try:  # text too long to fit at all, before any model loads (the exact count needs the tokenizer)
+                check_length(v)
+            except LyricsTooLong as e:
+                raise ParamsError(key, v, f"{e}; {LYRICS_FIX}") from None
         return v
     if key in PATH_KEYS:
         if v is not None and not isinstance(v, (str, os.PathLike)):
@@ -271,6 +307,11 @@ def _source_frames(key: str, path: str) -> int:
         raise ParamsError(key, path, "file not found") from None
     except ValueError as e:
         raise ParamsError(key, path, str(e).replace(f" {path}", "")) from None
+    from ..common.audio_io import too_short, truncation
+
+    short = too_short(info.frames, info.samplerate, truncation(info))
+    if short:
+        raise ParamsError(key, path, short)
     samples = math.ceil(info.frames * VAE_SAMPLE_RATE / info.samplerate)
     return math.ceil(samples / SAMPLES_PER_FRAME)
 

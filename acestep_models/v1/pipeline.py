@@ -7,6 +7,7 @@ the music DCAE, the diffusion loop (``sampler``), the decode, and the parameter 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -20,8 +21,14 @@ from ..common.guidance import uses_cfg
 from ..common.progress import Interrupted
 from . import sampler as S
 from .conditioning import Conditioning, encode_conditioning
+from .lyric_tokenizer import LyricsTooLong
 from .music_dcae import OUTPUT_SAMPLE_RATE, frames_for_seconds
-from .params import OFFICIAL_DEFAULTS, TASKS  # the official __call__ keywords, defaults and task names
+from .params import (  # the official __call__ keywords, defaults and task names
+    LYRICS_FIX,
+    OFFICIAL_DEFAULTS,
+    TASKS,
+    ParamsError,
+)
 from .sampler import SamplerSettings
 
 __all__ = [
@@ -109,6 +116,15 @@ def _encode_audio(models, audio: tuple[torch.Tensor, int], device, dtype) -> tor
     return latents.to(dtype)
 
 
+@contextlib.contextmanager
+def _lyrics_param(key: str, lyrics: str):
+    """Lyrics longer than the model takes, named by their parameter (``lyrics``, ``edit_target_lyrics``)."""
+    try:
+        yield
+    except LyricsTooLong as e:
+        raise ParamsError(key, lyrics, f"{e}; {LYRICS_FIX}") from None
+
+
 def generate(
     models,
     params: dict,
@@ -172,9 +188,9 @@ def generate(
         null_text = (
             p["use_erg_tag"] and p["use_erg_lyric"] and uses_cfg(p["guidance_scale"]) and task != "edit"
         )
-        cond = encode_conditioning(models, prompt, lyrics, use_erg_tag=null_text, device=device).to(
-            device, dtype
-        )
+        with _lyrics_param("lyrics", lyrics):
+            cond = encode_conditioning(models, prompt, lyrics, use_erg_tag=null_text, device=device)
+        cond = cond.to(device, dtype)
         duration = p["audio_duration"]
         if duration <= 0:
             duration = random.uniform(*RANDOM_DURATION)
@@ -201,13 +217,15 @@ def generate(
             src_latents = src_latents.to(device, dtype)
             frames = src_latents.shape[-1]
         if task == "edit":
-            target = encode_conditioning(
-                models,
-                p["edit_target_prompt"],
-                p["edit_target_lyrics"] or "",
-                use_erg_tag=False,
-                device=device,
-            ).to(device, dtype)
+            with _lyrics_param("edit_target_lyrics", p["edit_target_lyrics"] or ""):
+                target = encode_conditioning(
+                    models,
+                    p["edit_target_prompt"],
+                    p["edit_target_lyrics"] or "",
+                    use_erg_tag=False,
+                    device=device,
+                )
+            target = target.to(device, dtype)
             job = tasks.Edit(src_latents, target, p["edit_n_min"], p["edit_n_max"], p["edit_n_avg"])
         elif task in ("retake", "repaint", "extend"):
             job = S.official_range_task(

@@ -24,17 +24,21 @@ OFFICIAL_DIRS = {
     "dit": ("acestep-v15-*", "checkpoints/acestep-v15-*"),
     "vae": ("vae", "checkpoints/vae"),
     "text_encoder": ("Qwen3-Embedding-0.6B", "checkpoints/Qwen3-Embedding-0.6B"),
+    "lm": ("acestep-5Hz-lm-*", "checkpoints/acestep-5Hz-lm-*"),
 }
 OFFICIAL_WEIGHTS = {
     "dit": "model.safetensors",
     "vae": "diffusion_pytorch_model.safetensors",
     "text_encoder": "model.safetensors",
+    "lm": "model.safetensors",
 }
 SIGNATURES = {
     "dit": ("null_condition_emb",),
     # diffusers' AutoencoderOobleck (official vae/), and ComfyUI's stable-audio-tools layout (its own detection key)
     "vae": ("decoder.snake1.beta", "decoder.layers.1.layers.0.beta"),
     "text_encoder": ("layers.0.self_attn.k_norm.weight",),
+    # the 5 Hz LM (a Qwen3ForCausalLM): a Qwen3 whose vocabulary holds the audio codes (``_choose``)
+    "lm": ("layers.0.self_attn.k_norm.weight",),
 }
 SILENCE_LATENT = "silence_latent.pt"  # official: beside the DiT's model.safetensors
 # The DiT's own Qwen3-style stacks also hold ``layers.0.self_attn.k_norm``; a text encoder is none of them.
@@ -53,6 +57,9 @@ def _embed_rows(path: Path | None, prefix: str) -> int:
 
 
 def _choose(part: str, prefixes: list[str], path: Path | None) -> str | None:
+    if part == "lm":  # beside the text encoder (ComfyUI's all-in-one): the Qwen3 with the audio-code rows
+        lms = [p for p in prefixes if not _DIT_STACKS.search(p) and _embed_rows(path, p) > TEXT_VOCAB_END]
+        return lms[0] if lms else None
     if part != "text_encoder":
         return prefixes[0]
     texts = [p for p in prefixes if not _DIT_STACKS.search(p)]
@@ -234,14 +241,14 @@ def find_tokenizer(explicit: str | Path | None = None, near: Path | None = None)
     importable ``comfy`` package or ``COMFYUI_PATH``), which gives the same ids."""
     import os
 
-    from ..common.weights import comfy_package_dir
+    from ..common.weights import host_comfy_dir
     from .tokenizer import Qwen3Tokenizer
 
     looked = []
     folders = [Path(explicit)] if explicit is not None else []
     if explicit is None:
         folders += [near] if near is not None else []
-        package = comfy_package_dir()
+        package = host_comfy_dir()
         folders += [package / COMFY_QWEN_TOKENIZER] if package is not None else []
         if os.environ.get("COMFYUI_PATH"):
             folders.append(Path(os.environ["COMFYUI_PATH"]) / "comfy" / COMFY_QWEN_TOKENIZER)
@@ -282,3 +289,90 @@ def load_text_encoder(
         name=f"ACE-Step 1.5 text encoder ({src.origin})",
     )
     return model, find_tokenizer(tokenizer, near=Path(src.extras["dir"]))
+
+
+# --- The 5 Hz LM (planner) ------------------------------------------------------------------------------------
+
+
+def find_lm_tokenizer(explicit: str | Path | None = None, near: Path | None = None):
+    """The 5 Hz LM tokenizer: ``tokenizer.json`` in the folder ``explicit`` or beside the LM weights ``near`` (the
+    official ``acestep-5Hz-lm-*`` folder has it), else ComfyUI's ``qwen25_tokenizer`` vocab.json + merges.txt with
+    the Qwen3 added tokens and the audio-code tokens (the official layout; see ``planner.LMTokenizer``)."""
+    import os
+
+    from ..common.weights import host_comfy_dir
+    from .planner import LMTokenizer
+
+    folders = [Path(explicit)] if explicit is not None else ([near] if near is not None else [])
+    for folder in folders:
+        if (folder / "tokenizer.json").is_file():
+            return LMTokenizer.from_folder(folder)
+    bpe = list(folders)
+    if explicit is None:
+        package = host_comfy_dir()
+        bpe += [package / COMFY_QWEN_TOKENIZER] if package is not None else []
+        if os.environ.get("COMFYUI_PATH"):
+            bpe.append(Path(os.environ["COMFYUI_PATH"]) / "comfy" / COMFY_QWEN_TOKENIZER)
+    for folder in bpe:
+        if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+            return LMTokenizer.from_vocab_merges(folder / "vocab.json", folder / "merges.txt")
+    raise FileNotFoundError(
+        "ACE-Step 1.5 5 Hz LM tokenizer not found (tokenizer.json, or vocab.json + merges.txt); looked in: "
+        + ("; ".join(str(f) for f in bpe) or "nowhere")
+        + ". Use the official acestep-5Hz-lm-* folder (it holds tokenizer.json), or run inside ComfyUI, or set "
+        "COMFYUI_PATH."
+    )
+
+
+def load_lm(
+    path: str | Path,
+    dtype: torch.dtype | None = None,
+    device="cpu",
+    operations=None,
+    tokenizer=None,
+    weight_dtype: torch.dtype | None = None,
+):
+    """The 5 Hz LM (``lm.Qwen3ForCausalLM``) and its tokenizer from an official ``acestep-5Hz-lm-*`` folder (or a
+    root holding one), ComfyUI's ``qwen_1.7b_ace15`` / ``qwen_4b_ace15`` files or its all-in-one file."""
+    from ..common.weights import read_safetensors
+    from .lm import Qwen3ForCausalLM, Qwen3LMConfig
+
+    src = locate_part(path, "lm")
+    sd = {k[len("model.") :] if k.startswith("model.") else k: v for k, v in src.state_dict.items()}
+    sd = {f"model.{k}": v for k, v in sd.items() if k != "lm_head.weight"}
+    rows = sd["model.embed_tokens.weight"].shape[0]
+    if rows <= TEXT_VOCAB_END:
+        raise ValueError(
+            f"5 Hz LM: {src.origin} is a Qwen3 of {rows} tokens without audio codes (the text encoder?); give the "
+            "official acestep-5Hz-lm-* folder or ComfyUI's qwen_*_ace15 LM file"
+        )
+    # the head sits beside ``model.`` (a Qwen3ForCausalLM save); tied models do not store it
+    outer = ""
+    for k in src.keys:  # the file's prefix of this LM (an all-in-one file holds two Qwen3s)
+        if (
+            k.endswith("embed_tokens.weight")
+            and _embed_rows(Path(src.origin), k[: -len("embed_tokens.weight")]) == rows
+        ):
+            outer = k[: -len("embed_tokens.weight")]
+            break
+    outer = outer[: -len("model.")] if outer.endswith("model.") else outer
+    head, _ = read_safetensors(src.origin, outer + "lm_head.")
+    if "weight" in head:
+        sd["lm_head.weight"] = head["weight"]
+    if src.config is not None:
+        config = Qwen3LMConfig.from_official(src.config)
+    else:
+        config = Qwen3LMConfig.from_state_dict(sd)
+    if "lm_head.weight" in sd and config.tie_word_embeddings:
+        sd.pop("lm_head.weight")
+    model = build(
+        Qwen3ForCausalLM,
+        config,
+        sd,
+        dtype=dtype,
+        device=device,
+        operations=operations,
+        name=f"ACE-Step 1.5 5 Hz LM ({src.origin})",
+        weight_dtype=weight_dtype,
+    )
+    return model, find_lm_tokenizer(tokenizer, near=Path(src.extras["dir"]))

@@ -59,6 +59,41 @@ MODELS = {
     # in models/loras/: the official LoRA's Hugging Face folder (ACE-Step/ACE-Step-v1-chinese-rap-LoRA), tiny here
     "lora": "loras/ACE-Step-v1-chinese-rap-LoRA/pytorch_lora_weights.safetensors",
 }
+# Broken and wrong files for the bad-input tests (in checkpoints/, which every loader lists), as the loaders list them.
+BAD_MODELS = {
+    "zero": "checkpoints/bad_zero.safetensors",  # 0 bytes
+    "truncated": "checkpoints/bad_truncated.safetensors",  # the all-in-one file cut in half
+    "random": "checkpoints/bad_random.safetensors",  # random bytes
+    "text": "checkpoints/bad_text.safetensors",  # a text file
+    "partial_dit": "diffusion_models/bad_partial_dit.safetensors",  # a DiT without its timestep block
+    # the tiny DiT (32 wide) without its config: its head split is in no tensor's shape
+    "narrow_dit": "diffusion_models/narrow_dit.safetensors",
+    "narrow_dit_folder": "acestep/narrow_dit",  # the same with its config.json beside it: loads
+}
+BAD_LORAS = {  # in models/loras/
+    "zero": "bad_zero.safetensors",
+    "random": "bad_random.safetensors",
+    "dit": "bad_dit_not_a_lora.safetensors",  # a DiT checkpoint
+    "wrong_size": "bad_wrong_size_lora.safetensors",  # a LoRA made for a wider model
+}
+BAD_SPEAKERS = {  # in models/acestep_speakers/
+    "two_tensors": "bad_two_tensors.safetensors",
+    "matrix": "bad_matrix.npy",
+    "nan": "bad_nan.npy",
+    "zero": "bad_zero.safetensors",
+    "pickle": "bad_pickle.npy",  # an object array: a pickle, never loaded
+    "text": "bad_text.npy",
+    "wide": "bad_wide.safetensors",  # 7 values: not the tiny DiT's 16
+}
+BAD_AUDIO = {  # in the input folder, beside tone.wav
+    "zero": "bad_zero.wav",  # 0 bytes
+    "text": "bad_text.wav",
+    "random": "bad_random.wav",
+    "image": "bad_image.mp3",  # a PNG under an audio name
+    "truncated": "bad_truncated.wav",  # tone.wav cut to its first 300 bytes
+    "short": "bad_short.wav",  # a valid file of 0.2 s
+    "channels": "bad_5ch.wav",  # 1 s in 5 channels
+}
 TINY_LORA = Path(__file__).resolve().parents[1] / "golden" / "lora" / "tiny_lora"
 # A 2 s video (24 frames at 12 fps, no sound) in the input folder, for the music-for-a-video workflow.
 CLIP, CLIP_FRAMES, CLIP_FPS = "clip.mp4", 24, 12
@@ -108,6 +143,52 @@ def _write_models(models: Path) -> None:
     )
     shutil.copy(models / MODELS["vae"], models / MODELS["vae_as_dit"])
     shutil.copytree(TINY_LORA, (models / MODELS["lora"]).parent)
+    _write_bad_models(models)
+
+
+def _write_bad_models(models: Path) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from tiny_checkpoints import official_part
+
+    rng = np.random.default_rng(0)
+    whole = (models / MODELS["all_in_one"]).read_bytes()
+    for name, data in {
+        "zero": b"",
+        "truncated": whole[: len(whole) // 2],
+        "random": rng.bytes(4096),
+        "text": b"this is not a model\n" * 20,
+    }.items():
+        (models / BAD_MODELS[name]).write_bytes(data)
+    dit, dit_config = official_part("dit")
+    save_file(
+        {k: v for k, v in dit.items() if not k.startswith("t_block.")},
+        str(models / BAD_MODELS["partial_dit"]),
+    )
+    save_file(dit, str(models / BAD_MODELS["narrow_dit"]))  # no config in its metadata
+    folder = models / BAD_MODELS["narrow_dit_folder"]
+    folder.mkdir(parents=True)
+    shutil.copy(models / BAD_MODELS["narrow_dit"], folder / "diffusion_pytorch_model.safetensors")
+    (folder / "config.json").write_text(json.dumps(dit_config))
+
+    loras = models / "loras"
+    (loras / BAD_LORAS["zero"]).write_bytes(b"")
+    (loras / BAD_LORAS["random"]).write_bytes(rng.bytes(4096))
+    shutil.copy(models / BAD_MODELS["narrow_dit"], loras / BAD_LORAS["dit"])
+    lora = load_file(TINY_LORA / "pytorch_lora_weights.safetensors")
+    wider = {k: torch.cat([v, v], 1) if "lora_A" in k else v for k, v in lora.items()}  # twice as wide
+    save_file(wider, str(loras / BAD_LORAS["wrong_size"]))
+
+    speakers = models / "acestep_speakers"
+    speakers.mkdir()
+    save_file({"a": torch.zeros(16), "b": torch.zeros(16)}, str(speakers / BAD_SPEAKERS["two_tensors"]))
+    np.save(speakers / BAD_SPEAKERS["matrix"], np.zeros((4, 16), np.float32))
+    np.save(speakers / BAD_SPEAKERS["nan"], np.full(16, np.nan, np.float32))
+    (speakers / BAD_SPEAKERS["zero"]).write_bytes(b"")
+    np.save(speakers / BAD_SPEAKERS["pickle"], np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    (speakers / BAD_SPEAKERS["text"]).write_text("0.1, 0.2, 0.3\n")
+    save_file({"speaker": torch.ones(7)}, str(speakers / BAD_SPEAKERS["wide"]))
 
 
 def _write_inputs(inputs: Path) -> None:
@@ -124,6 +205,18 @@ def _write_inputs(inputs: Path) -> None:
     soundfile.write(inputs / "nan.wav", nan, TONE_RATE, subtype="FLOAT")
     soundfile.write(inputs / "empty.wav", np.zeros((0, 2), np.float32), TONE_RATE, subtype="FLOAT")
     _write_clip(inputs / CLIP)
+    rng = np.random.default_rng(1)
+    (inputs / BAD_AUDIO["zero"]).write_bytes(b"")
+    (inputs / BAD_AUDIO["text"]).write_text("[verse]\nthese are lyrics, not audio\n")
+    (inputs / BAD_AUDIO["random"]).write_bytes(
+        b"\0" + rng.bytes(4095)
+    )  # (not by chance an MP3 frame's start)
+    (inputs / BAD_AUDIO["image"]).write_bytes(b"\x89PNG\r\n\x1a\n" + rng.bytes(512))
+    (inputs / BAD_AUDIO["truncated"]).write_bytes((inputs / "tone.wav").read_bytes()[:300])
+    short = np.stack([left, right], 1)[: int(0.2 * TONE_RATE)].astype(np.float32)
+    soundfile.write(inputs / BAD_AUDIO["short"], short, TONE_RATE, subtype="FLOAT")
+    five = np.repeat(left[:TONE_RATE, None], 5, 1).astype(np.float32)
+    soundfile.write(inputs / BAD_AUDIO["channels"], five, TONE_RATE, subtype="FLOAT")
 
 
 def _write_clip(path: Path) -> None:
@@ -150,7 +243,9 @@ class Comfy:
     process: subprocess.Popen
     client_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     models: dict = field(default_factory=lambda: dict(MODELS))  # loader option of each test model
+    bad_models: dict = field(default_factory=lambda: dict(BAD_MODELS))  # broken or wrong files, as listed
     tone_seconds: float = TONE_SECONDS  # length of input/tone.wav
+    _object_info: dict | None = None
 
     @property
     def output(self) -> Path:
@@ -199,6 +294,41 @@ class Comfy:
 
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.log().splitlines()[-lines:])
+
+    def api_prompt(self, nodes: dict) -> dict:
+        """The API-format prompt of ``{id: {"type", "widgets": {name: value}, "inputs": {name: [id, output]}}}``
+        (the compact spec ``Frontend.build`` takes), every widget not given at its default as the frontend fills
+        them in. Values go as they are: NaN and inf reach the server as a hand-made request sends them (the
+        frontend cannot: JSON.stringify writes null)."""
+        if self._object_info is None:
+            self._object_info = self.get("/object_info")
+        prompt = {}
+        for node_id, spec in nodes.items():
+            info = self._object_info[spec["type"]]
+            inputs = {}
+            declared = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+            for name, (kind, options) in ((k, (v + [{}])[:2]) for k, v in declared.items()):
+                if isinstance(kind, list) and kind:
+                    inputs[name] = options.get("default", kind[0])
+                elif kind == "COMBO" and options.get("options"):
+                    inputs[name] = options.get("default", options["options"][0])
+                elif kind in ("INT", "FLOAT", "STRING", "BOOLEAN") and "default" in options:
+                    inputs[name] = options["default"]
+            inputs.update(spec.get("widgets", {}))
+            for name, (from_id, output) in spec.get("inputs", {}).items():
+                outputs = self._object_info[nodes[from_id]["type"]]["output_name"]
+                inputs[name] = [from_id, outputs.index(output) if isinstance(output, str) else output]
+            prompt[node_id] = {"class_type": spec["type"], "inputs": inputs}
+        return prompt
+
+    def run(self, nodes: dict, wait: bool = True) -> Run:
+        """Queue ``nodes`` (see ``api_prompt``) on /prompt as an API client does; with ``wait``, until it ends."""
+        prompt = self.api_prompt(nodes)
+        status, response = self.queue(prompt)
+        run = Run(status, response, prompt)
+        if status == 200 and wait:
+            run.history = self.wait(response["prompt_id"])
+        return run
 
 
 @pytest.fixture(scope="session")

@@ -329,7 +329,16 @@ def test_wrong_model_type(comfy, frontend, node, input, model, says):
     still_serving(frontend)
 
 
-@pytest.mark.parametrize("file, says", [("nan.wav", "NaN"), ("empty.wav", "empty")])
+@pytest.mark.parametrize(
+    "file, says",
+    [
+        ("nan.wav", "NaN"),
+        ("empty.wav", "empty"),
+        ("bad_zero.wav", "the file is empty (0 bytes); expected an audio file"),
+        ("bad_text.wav", "the file is a text file; expected an audio file"),
+        ("bad_truncated.wav", "the file is cut short"),
+    ],
+)
 def test_broken_audio(comfy, frontend, file, says):
     run = frontend.run(frontend.build(roundtrip(comfy.models["vae"], audio=file)))
     assert_node_error(run, "AceStepLoadAudio", file, says)

@@ -113,3 +113,46 @@ def test_libsndfile_without_mp3_gets_a_clear_message(tmp_path, monkeypatch):
     (tmp_path / "old.mp3").write_bytes(b"\xff\xfb")
     with pytest.raises(AudioError, match="no MP3 support"):
         load_audio(tmp_path / "old.mp3")
+
+
+# --- files that are not audio, or are cut short ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data, says",
+    [
+        (b"", "the file is empty (0 bytes)"),
+        (b"hello, these are notes\n", "the file is a text file"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(64), "the file is a PNG image"),
+        (b"PK\x03\x04" + bytes(64), "the file is a zip archive"),
+        (
+            b"RIFF\x00\x10\x00\x00WAVEjunk" + bytes(64),
+            "the file is a RIFF (WAV/AVI) file that cannot be decoded",
+        ),
+    ],
+)
+def test_an_unreadable_file_says_what_it_is_and_what_was_expected(tmp_path, data, says):
+    path = tmp_path / "song.wav"
+    path.write_bytes(data)
+    with pytest.raises(AudioError) as caught:
+        load_audio(path)
+    message = str(caught.value)
+    assert message.startswith(f"cannot read audio file {path}: {says}")
+    assert message.endswith("expected an audio file (wav, flac, ogg, mp3 or aiff)")
+    assert "Format not recognised" not in message
+
+
+def test_a_file_cut_short_says_how_long_it_should_be(tmp_path):
+    whole = save_audio(tmp_path / "whole.wav", song(seconds=2.0), 48000)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[:300])
+    info = audio_io.audio_info(cut)
+    assert audio_io.truncation(info) == "the file is cut short: its header announces 2.00 s"
+    assert audio_io.truncation(audio_io.audio_info(whole)) == ""
+    short = audio_io.too_short(info.frames, info.samplerate, audio_io.truncation(info))
+    assert short.startswith(
+        f"it holds only {info.frames / 48000:.3g} s of audio ({info.frames} samples at 48000 Hz)"
+    )
+    assert short.endswith("0.5 s or more (the file is cut short: its header announces 2.00 s)")
+    assert audio_io.too_short(24000, 48000) == ""  # half a second: a song's length
+    assert "usually a file cut short" in audio_io.too_short(100, 48000)

@@ -4,6 +4,7 @@ way a user's file is, and must give the very same tensors."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -137,3 +138,56 @@ def test_released_all_in_one_layout_fits_every_part():
     assert leftover == {
         "text_encoders.umt5base.logit_scale"
     }  # ComfyUI's, unused (spiece_model is the tokenizer)
+
+
+# --- files whose sizes the tensors cannot tell, and broken files ---------------------------------------------------
+
+
+def test_a_dit_of_another_width_needs_its_config_and_says_how_to_give_it(tmp_path):
+    from tiny_checkpoints import official_part
+
+    sd, config = official_part("dit")  # the tiny DiT: 32 wide, 2 heads of 16
+    lone = tmp_path / "narrow.safetensors"
+    save_file(sd, str(lone))  # without the config the tiny files carry in their metadata
+    with pytest.raises(ValueError) as caught:
+        checkpoint.load_dit(lone)
+    message = str(caught.value)
+    assert "narrow.safetensors holds a DiT 32 wide, not the released 2560 (20 heads of 128)" in message
+    assert "cannot be read from the tensors" in message and "config.json" in message
+    assert "groups must be" not in message
+    # as the message says: the weights with their config.json in a folder of their own
+    folder = tmp_path / "narrow"
+    folder.mkdir()
+    lone.rename(folder / "diffusion_pytorch_model.safetensors")
+    (folder / "config.json").write_text(json.dumps(config))
+    dit = checkpoint.load_dit(folder)
+    assert dit.config.num_attention_heads == 2 and dit.config.attention_head_dim == 16
+
+
+def test_a_partial_dit_names_the_missing_tensor(tmp_path):
+    from tiny_checkpoints import official_part
+
+    sd, _ = official_part("dit")
+    partial = tmp_path / "partial.safetensors"
+    save_file({k: v for k, v in sd.items() if not k.startswith("t_block.")}, str(partial))
+    with pytest.raises(ValueError, match=r"partial.safetensors lacks the tensor 't_block.1.weight'"):
+        checkpoint.load_dit(partial)
+
+
+@pytest.mark.parametrize(
+    "cut, says",
+    [
+        (0, "it is empty (0 bytes)"),
+        (20, "it is truncated (its header alone needs"),
+        (0.5, "it is truncated (its tensors need"),
+    ],
+)
+def test_a_broken_weights_file_says_what_is_wrong(layouts, tmp_path, cut, says):
+    whole = layouts["dit"].read_bytes()
+    broken = tmp_path / "dit.safetensors"
+    broken.write_bytes(whole[: int(len(whole) * cut) if isinstance(cut, float) else cut])
+    with pytest.raises(ValueError) as caught:
+        checkpoint.load_dit(broken)
+    message = str(caught.value)
+    assert message.startswith(f"cannot read dit.safetensors: {says}"), message
+    assert "A .safetensors weights file was expected" in message and "deserializing" not in message

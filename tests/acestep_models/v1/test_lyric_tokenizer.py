@@ -230,3 +230,113 @@ def test_live_parity_with_official_code(tokenizer, tmp_path):
     official = json.loads(run.stdout.strip().splitlines()[-1])
     for text, ids in zip(lyrics, official):
         assert tokenizer.tokenize(text) == ids, text
+
+
+# --- Japanese without mojimoji (Python 3.13: no wheel) -------------------------------------------------------------
+
+
+def test_the_mojimoji_stand_in_equals_mojimoji_after_nfkc():
+    """cutlet calls mojimoji only on NFKC-normalised text; there the stand-in gives mojimoji's result for every code
+    point and every pair of kana and width marks."""
+    import unicodedata
+
+    mojimoji = pytest.importorskip("mojimoji")  # the real one, where a wheel exists (Python <= 3.12)
+    from acestep_models.v1.lyric_cleaners import _width_shim
+
+    shim = _width_shim()
+
+    def both(text):
+        t = unicodedata.normalize("NFKC", text)
+        real = mojimoji.han_to_zen(mojimoji.zen_to_han(t, kana=False), digit=False, ascii=False)
+        return real, shim.han_to_zen(shim.zen_to_han(t, kana=False), digit=False, ascii=False)
+
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    assert [c for c in chars if both(c)[0] != both(c)[1]] == []
+    kana = [chr(c) for c in [*range(0x3040, 0x3100), *range(0xFF61, 0xFFA0), 0x3099, 0x309A]]
+    assert [a + b for a in kana for b in kana if both(a + b)[0] != both(a + b)[1]] == []
+
+
+@pytest.fixture
+def without_mojimoji(monkeypatch):
+    """As on Python 3.13: mojimoji not installed (cutlet installed with --no-deps)."""
+    import importlib.util
+
+    from acestep_models.v1 import lyric_cleaners
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "mojimoji" else real_find_spec(n, *a)
+    )
+    for name in [m for m in sys.modules if m == "mojimoji" or m.split(".")[0] == "cutlet"]:
+        monkeypatch.delitem(sys.modules, name)
+    lyric_cleaners._cutlet.cache_clear()
+    yield lyric_cleaners
+    lyric_cleaners._cutlet.cache_clear()
+
+
+def test_japanese_ids_stay_official_without_mojimoji(tokenizer, without_mojimoji):
+    assert sys.modules.get("mojimoji") is None
+    for rel in [r for r in sorted(OFFICIAL["files"]) if "ja" in Path(r).stem or "mixed" in r]:
+        assert tokenizer.tokenize(read_lyrics(rel)) == OFFICIAL["files"][rel]["ids"], rel
+    assert sys.modules["mojimoji"].__doc__.startswith("Stand-in")
+
+
+def test_japanese_without_cutlet_says_how_to_install_it(tokenizer, without_mojimoji, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_cutlet(name, *args, **kwargs):
+        if name == "cutlet":
+            raise ModuleNotFoundError("No module named 'cutlet'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_cutlet)
+    with pytest.raises(
+        without_mojimoji.MissingDependency, match=r"'こんにちは'.*pip install --no-deps cutlet==0\.5\.2"
+    ):
+        tokenizer.tokenize("hello\nこんにちは")
+
+
+def test_a_dictionary_package_outside_the_proved_versions_is_reported(monkeypatch):
+    from importlib import metadata
+
+    from acestep_models.v1.lyric_cleaners import dictionary_warnings
+
+    assert dictionary_warnings() == []  # the versions the requirements ask for
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda n: "0.55.0" if n == "pypinyin" else real(n))
+    (line,) = dictionary_warnings()
+    assert line.startswith("pypinyin 0.55.0 is installed") and "0.49 <= pypinyin < 0.54" in line
+
+
+# --- the longest lyrics the model takes ------------------------------------------------------------------------------
+
+
+def test_lyrics_longer_than_the_model_takes_are_refused_where_the_count_passes_the_limit(tokenizer):
+    from acestep_models.v1.lyric_tokenizer import MAX_LYRIC_TOKENS, LyricsTooLong
+
+    # the official training cut (text2music_dataset.py: lyric_token_idx[:4096])
+    assert MAX_LYRIC_TOKENS == 4096
+    lyrics = "[verse]\n" + "\n".join(f"line number {i} of many" for i in range(600))
+    ids = tokenizer.tokenize(lyrics)  # without a limit: all of them (tokenize-lyrics, Check Lyrics)
+    assert len(ids) > MAX_LYRIC_TOKENS
+    with pytest.raises(LyricsTooLong) as caught:
+        tokenizer.lyric_ids_and_mask(lyrics, limit=MAX_LYRIC_TOKENS)
+    line = next(n for n in range(1, 602) if len(tokenizer.tokenize("\n".join(lyrics.split("\n")[:n]))) > 4096)
+    assert f"they pass it at line {line} of 601" in str(caught.value)
+    fits = "\n".join(lyrics.split("\n")[: line - 1])
+    assert tokenizer.lyric_ids_and_mask(fits, limit=MAX_LYRIC_TOKENS)[0].shape[1] <= MAX_LYRIC_TOKENS
+
+
+def test_text_too_long_to_fit_is_refused_without_tokenizing_it(tokenizer, monkeypatch):
+    from acestep_models.v1.lyric_tokenizer import LyricsTooLong, check_length
+
+    monkeypatch.setattr(tokenizer, "reports", lambda lyrics: pytest.fail("tokenized"))
+    huge = "la " * 20000  # 50,000 characters asked the lyric encoder for 57.6 GB
+    with pytest.raises(
+        LyricsTooLong, match="the lyrics are 59,999 characters long; ACE-Step v1 reads at most 4096"
+    ):
+        tokenizer.tokenize(huge, limit=4096)
+    # blank lines and spaces do not count (each blank line is one token: the count stops those)
+    check_length("\n" * 100_000 + "  la  ")

@@ -245,3 +245,36 @@ def test_good_source_tasks(song):
         {"task": "repaint", "src_audio_path": str(song), "repaint_start": 0, "repaint_end": 10}
     )
     assert repaint["repaint_end"] == 10.0  # inside the padded source (10.03 s)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"guidance_scale": float("nan")}, "guidance_scale=NaN: expected a finite number from 0 to 200"),
+        ({"omega_scale": float("inf")}, "omega_scale=Infinity: expected a finite number from -100 to 100"),
+        ({"retake_variance": float("nan")}, "retake_variance=NaN: expected a finite number in [0, 1]"),
+        ({"edit_n_avg": float("nan")}, "edit_n_avg=NaN: expected a finite number"),
+        ({"omega_scale": 1e9}, "omega_scale=1000000000.0: expected a value from -100 to 100"),
+        ({"guidance_scale_text": 1e300}, "guidance_scale_text=1e+300: expected a value from 0 to 200"),
+        ({"lora_weight": -50}, "lora_weight=-50.0: expected a value from -10 to 10"),
+        ({"batch_size": 10**6}, "batch_size=1000000: expected at most 64"),
+        ({"lyrics": "la " * 20000}, 'lyrics="la la la'),
+        ({"edit_target_lyrics": "x" * 20000}, 'edit_target_lyrics="xxx'),
+    ],
+    ids=lambda v: next(iter(v)) if isinstance(v, dict) else None,
+)
+def test_every_number_is_finite_and_in_range_and_lyrics_fit(bad, message):
+    with pytest.raises(ParamsError) as caught:
+        load_params(bad)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+    if "lyrics" in message:
+        assert "ACE-Step v1 reads at most 4096 lyric tokens" in str(caught.value)
+
+
+def test_a_source_cut_short_is_refused(tmp_path):
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(write_song(tmp_path / "whole.wav", 3.0).read_bytes()[:300])
+    with pytest.raises(
+        ParamsError, match=r"src_audio_path=.*cut.wav.: it holds only .* its header announces 3.00 s"
+    ):
+        load_params({"task": "repaint", "src_audio_path": str(cut), "repaint_start": 0, "repaint_end": 1})

@@ -1,0 +1,242 @@
+"""The 5 Hz LM of ACE-Step 1.5: a stock Qwen3 causal LM (``transformers.Qwen3ForCausalLM``) in plain PyTorch,
+with a static KV cache for token-by-token decoding.
+
+The official ``acestep-5Hz-lm-{0.6B,1.7B,4B}`` folders hold a ``Qwen3ForCausalLM`` (``config.json`` +
+``model.safetensors``) whose vocabulary is Qwen3's 151,669 tokens plus 65,535 ``<|audio_code_N|>`` tokens (217,204
+rows); ComfyUI's ``qwen_1.7b_ace15`` / ``qwen_4b_ace15`` files hold the same tensors. Module and parameter names
+are transformers' (``model.embed_tokens``, ``model.layers.N.self_attn.q_proj``, ..., ``model.norm``, ``lm_head``),
+so a file loads with ``load_state_dict``; with ``tie_word_embeddings`` (every released size) the head is the
+embedding matrix and a stored ``lm_head.weight`` is not read.
+
+The layers are the text encoder's (``text_encoder.py``: RMSNorm in float32, rotary tables in float32 cast to the
+activations, q/k norms, SwiGLU); only the attention differs: it writes keys and values into a ``KVCache`` and
+attends over what is there, with a key padding mask for the official left-padded CFG batch.
+
+Positions, as the official loop gets them: it calls ``model(input_ids, attention_mask=...)`` without
+``position_ids``, so transformers numbers the columns ``0..L-1`` (``cache_position``) for every row, the left
+padding included; a padded row's tokens sit at shifted positions. Reproduced: the position of a token is its column
+in the padded batch, which is also its slot in the cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..common import ops
+from .text_encoder import (
+    Qwen3Config,
+    Qwen3MLP,
+    Qwen3RMSNorm,
+    apply_rotary,
+    rotary_tables,
+)
+
+MAX_POSITIONS = 40960  # Qwen3 max_position_embeddings (the official LM config); the cache is sized per call
+
+
+@dataclass
+class Qwen3LMConfig(Qwen3Config):
+    """Sizes of the LM; defaults are the released ``acestep-5Hz-lm-1.7B/config.json`` (Qwen3-1.7B with the
+    audio-code vocabulary)."""
+
+    vocab_size: int = 217204
+    hidden_size: int = 2048
+    intermediate_size: int = 6144
+    num_hidden_layers: int = 28
+    num_attention_heads: int = 16
+    num_key_value_heads: int = 8
+    head_dim: int = 128
+    tie_word_embeddings: bool = True
+    max_position_embeddings: int = MAX_POSITIONS
+
+    @classmethod
+    def from_state_dict(cls, sd: dict[str, torch.Tensor], overrides: dict | None = None) -> Qwen3LMConfig:
+        """Sizes from tensor shapes (``Qwen3ForCausalLM`` keys); tied unless the file has its own
+        ``lm_head.weight`` that differs from the embedding."""
+        overrides = dict(overrides or {})
+        tied = "lm_head.weight" not in sd or (
+            "model.embed_tokens.weight" in sd
+            and sd["lm_head.weight"].data_ptr() == sd["model.embed_tokens.weight"].data_ptr()
+        )
+        overrides.setdefault("tie_word_embeddings", tied)
+        return super().from_state_dict(sd, overrides)  # type: ignore[return-value]
+
+
+class KVCache:
+    """Keys and values of every layer for ``batch`` rows and up to ``max_len`` positions ([B, Hkv, max_len, Dh]
+    each), written column by column; ``key_valid`` [B, max_len] marks the columns that hold real tokens (False
+    for the left padding). ``length`` is how many columns are written (a host integer: the loop knows it)."""
+
+    def __init__(self, config: Qwen3LMConfig, batch: int, max_len: int, dtype, device):
+        shape = (batch, config.num_key_value_heads, max_len, config.head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        self.key_valid = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
+        self.padded = False  # whether any written column is padding (else no mask is needed)
+        self.length = 0
+        self.max_len = max_len
+
+    def attention_mask(self, start: int, length: int) -> torch.Tensor | None:
+        """Boolean [B, 1, length, start + length] for queries at columns ``start..start+length-1`` (None when no
+        row has padding and plain causal attention does). A padding query attends to itself only, so its
+        (never read) output stays finite."""
+        if not self.padded:
+            return None
+        end = start + length
+        q = torch.arange(start, end, device=self.key_valid.device)[:, None]
+        k = torch.arange(end, device=self.key_valid.device)[None, :]
+        mask = (k <= q)[None] & self.key_valid[:, None, :end]
+        mask = mask | (k == q)[None]
+        return mask[:, None]
+
+
+class Qwen3CachedAttention(nn.Module):
+    """Qwen3 grouped-query attention (q/k RMSNorm per head, rotary) over a ``KVCache``."""
+
+    def __init__(self, config: Qwen3LMConfig, dtype=None, device=None, operations=None):
+        super().__init__()
+        ops_ = ops.resolve(operations)
+        self.head_dim = config.head_dim
+        q_dim = config.num_attention_heads * config.head_dim
+        kv_dim = config.num_key_value_heads * config.head_dim
+        kw = dict(bias=config.attention_bias, dtype=dtype, device=device)
+        self.q_proj = ops_.Linear(config.hidden_size, q_dim, **kw)
+        self.k_proj = ops_.Linear(config.hidden_size, kv_dim, **kw)
+        self.v_proj = ops_.Linear(config.hidden_size, kv_dim, **kw)
+        self.o_proj = ops_.Linear(q_dim, config.hidden_size, **kw)
+        self.q_norm = Qwen3RMSNorm(self.head_dim, config.rms_norm_eps, dtype=dtype, device=device)
+        self.k_norm = Qwen3RMSNorm(self.head_dim, config.rms_norm_eps, dtype=dtype, device=device)
+
+    def forward(self, x, cos, sin, cache: KVCache, layer: int, mask: torch.Tensor | None) -> torch.Tensor:
+        """x: [B, L, D] for the columns ``cache.length .. +L-1`` -> [B, L, D]."""
+        B, L, _ = x.shape
+        start = cache.length
+        q = self.q_norm(self.q_proj(x).view(B, L, -1, self.head_dim)).transpose(1, 2)  # [B, H, L, Dh]
+        k = self.k_norm(self.k_proj(x).view(B, L, -1, self.head_dim)).transpose(1, 2)  # [B, Hkv, L, Dh]
+        v = self.v_proj(x).view(B, L, -1, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        cache.k[layer][:, :, start : start + L] = k
+        cache.v[layer][:, :, start : start + L] = v
+        keys, values = cache.k[layer][:, :, : start + L], cache.v[layer][:, :, : start + L]
+        causal = mask is None and L > 1 and start == 0
+        if mask is None and L > 1 and start > 0:  # a chunk after a prefix: causal within, all of the prefix
+            mask = cache.attention_mask(start, L) if cache.padded else _chunk_causal(start, L, x.device)
+        out = F.scaled_dot_product_attention(
+            q, keys, values, attn_mask=mask, scale=self.head_dim**-0.5, is_causal=causal, enable_gqa=True
+        )
+        return self.o_proj(out.transpose(1, 2).reshape(B, L, -1))
+
+
+def _chunk_causal(start: int, length: int, device) -> torch.Tensor:
+    q = torch.arange(start, start + length, device=device)[:, None]
+    return torch.arange(start + length, device=device)[None, :] <= q
+
+
+class Qwen3LMDecoderLayer(nn.Module):
+    def __init__(self, config: Qwen3LMConfig, dtype=None, device=None, operations=None):
+        super().__init__()
+        kw = dict(dtype=dtype, device=device, operations=operations)
+        self.self_attn = Qwen3CachedAttention(config, **kw)
+        self.mlp = Qwen3MLP(config, **kw)
+        eps = config.rms_norm_eps
+        self.input_layernorm = Qwen3RMSNorm(config.hidden_size, eps, dtype=dtype, device=device)
+        self.post_attention_layernorm = Qwen3RMSNorm(config.hidden_size, eps, dtype=dtype, device=device)
+
+    def forward(self, x, cos, sin, cache: KVCache, layer: int, mask) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Qwen3LMBody(nn.Module):
+    """``Qwen3Model`` (the ``model.`` part of the causal LM)."""
+
+    def __init__(self, config: Qwen3LMConfig, dtype=None, device=None, operations=None):
+        super().__init__()
+        ops_ = ops.resolve(operations)
+        self.embed_tokens = ops_.Embedding(config.vocab_size, config.hidden_size, dtype=dtype, device=device)
+        kw = dict(dtype=dtype, device=device, operations=operations)
+        self.layers = nn.ModuleList(
+            [Qwen3LMDecoderLayer(config, **kw) for _ in range(config.num_hidden_layers)]
+        )
+        self.norm = Qwen3RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype, device=device)
+
+
+class Qwen3ForCausalLM(nn.Module):
+    """Token ids -> next-token logits, through a ``KVCache`` (``new_cache``): ``forward(ids, cache)`` feeds the
+    columns after ``cache.length`` (the whole prompt at once, then one column per step) and returns the logits of
+    the last column ([B, V], float32 as the official loop upcasts them) or of every column (``all_logits``)."""
+
+    def __init__(self, config: Qwen3LMConfig, dtype=None, device=None, operations=None):
+        super().__init__()
+        self.config = config
+        self.model = Qwen3LMBody(config, dtype=dtype, device=device, operations=operations)
+        if not config.tie_word_embeddings:
+            ops_ = ops.resolve(operations)
+            self.lm_head = ops_.Linear(
+                config.hidden_size, config.vocab_size, bias=False, dtype=dtype, device=device
+            )
+        else:
+            self.lm_head = None
+        self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.norm.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.norm.weight.device
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        return KVCache(self.config, batch, max_len, self.dtype, self.device)
+
+    def _rotary(self, start: int, length: int, like: torch.Tensor):
+        need = start + length
+        if self._rope is None or self._rope[0].shape[0] < need or self._rope[0].dtype != like.dtype:
+            size = max(need, 4096)
+            self._rope = rotary_tables(self.config.head_dim, self.config.rope_theta, size, like)
+        cos, sin = self._rope
+        return cos[start:need].to(like.device), sin[start:need].to(like.device)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        if self.lm_head is not None:
+            return self.lm_head(h)
+        w = self.model.embed_tokens.weight
+        return F.linear(h, w.to(device=h.device, dtype=h.dtype))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        cache: KVCache,
+        valid: torch.Tensor | None = None,
+        all_logits: bool = False,
+    ) -> torch.Tensor:
+        """input_ids [B, L] for columns ``cache.length ..``; ``valid`` [B, L] False at left padding (prefill
+        only). Returns float32 logits [B, V] of the last column ([B, L, V] with ``all_logits``)."""
+        B, L = input_ids.shape
+        start = cache.length
+        if start + L > cache.max_len:
+            raise ValueError(f"5 Hz LM: {start + L} tokens do not fit the cache of {cache.max_len}")
+        if valid is None:
+            valid = torch.ones(B, L, dtype=torch.bool, device=cache.key_valid.device)
+        cache.key_valid[:, start : start + L] = valid
+        if L > 1 and not bool(valid.all()):  # one host read, at the prefill only
+            cache.padded = True
+        x = self.model.embed_tokens(input_ids)
+        cos, sin = self._rotary(start, L, x)
+        mask = cache.attention_mask(start, L) if cache.padded else None
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, cos, sin, cache, i, mask)
+        cache.length = start + L
+        x = x if all_logits else x[:, -1:]
+        logits = self.head(self.model.norm(x)).float()
+        return logits if all_logits else logits[:, -1]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if self.lm_head is None:  # tied: the head is the embedding; a stored copy is not read
+            state_dict.pop(prefix + "lm_head.weight", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -1,0 +1,923 @@
+"""The 5 Hz LM planner of ACE-Step 1.5: the official two-phase ``LLMHandler.generate_with_stop_condition`` (``pt``
+backend, commit 89031b8) on our ``lm.Qwen3ForCausalLM``.
+
+Phase 1 (chain of thought) writes the song's metadata under the official constrained decoder
+(``MetadataConstrainedLogitsProcessor``, re-implemented here as ``MetadataFSM``), phase 2 writes 5 audio codes per
+second after that metadata. Both run the official sampling step: CFG on a left-padded ``[cond, uncond]`` batch
+(float32 ``uncond + s * (cond - uncond)``), the constrained decoder, the repetition penalty (only if != 1), top-k,
+top-p (on the untempered logits, keeping the first token over p), ``/ temperature``, softmax and
+``torch.multinomial`` (argmax at temperature 0). The official code draws from torch's *global* RNG after the
+caller's ``torch.manual_seed(seed)``; here a ``torch.Generator`` on the LM's device seeded with ``seed`` is drawn
+the same way (one ``multinomial`` over the full vocabulary per token, phase 1 then phase 2), so on the CPU the
+tokens are the official ones, token for token.
+
+Speed (named where it happens): the prompt is one forward pass (both CFG rows at once, one batch), the KV cache is
+static (``lm.KVCache``), and the codes phase keeps its mask and stop rule on the device: the official rule ("EOS
+blocked until ``int(duration * 5)`` codes, then forced") fixes the number of steps in advance, so no token is read
+back to the host until the phase ends. Phase 1 (tens of tokens) runs the decoder on the host, as the official one.
+
+Official quirks reproduced:
+- phase 1 never writes ``</think>``: with ``stop_at_reasoning`` the decoder forces EOS as soon as the ``</think>``
+  fixed string begins, so the CoT text ends ``...timesignature: N\\n<|im_end|>`` and ``parse_lm_output`` reads it
+  without its closing tag;
+- the codes phase's length comes from the caller's ``target_duration`` only: the duration the CoT writes is not
+  used (an all-auto call without ``target_duration`` decodes codes until EOS or ``max_new_tokens``);
+- ``max_new_tokens`` of the codes phase is ``int(clamp(target_duration, 10, max_duration) * 5) + 10`` (capped at
+  4032) while the decoder's target is ``int(target_duration * 5)``: a target above the tier's ``max_duration``
+  is cut at the token limit without EOS;
+- the language field is the top-1 of the valid first tokens (argmax of the CFG logits), not sampled;
+- after a newline in the caption, an unindented top token opens the ``caption_ending`` window where every token is
+  allowed (audio codes too) until one holds a ``:``; an unknown field name there moves on to ``duration``;
+- left padding keeps its column positions (the official loop passes no ``position_ids``).
+
+Deliberate differences: ``use_constrained_decoding=False`` without CFG runs this loop without the decoder (the
+official one calls transformers' ``generate`` with its own warper order and defaults); batch mode
+(``batch_size > 1``: the official one re-seeds each item's codes phase) is not implemented yet; the ``vllm`` /
+``mlx`` backends are not reproduced (they sample differently).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..common.progress import Interrupt, Interrupted, Progress, check_interrupt
+
+# --- Official constants (acestep/constants.py, constrained_logits_processor.py, llm_inference.py) ---------------
+
+DEFAULT_LM_INSTRUCTION = "Generate audio semantic tokens based on the given conditions:"
+DEFAULT_NEGATIVE_PROMPT = "NO USER INPUT"
+VALID_LANGUAGES = (
+    "ar", "az", "bg", "bn", "ca", "cs", "da", "de", "el", "en", "es", "fa", "fi", "fr", "he", "hi", "hr", "ht",
+    "hu", "id", "is", "it", "ja", "ko", "la", "lt", "ms", "ne", "nl", "no", "pa", "pl", "pt", "ro", "ru", "sa",
+    "sk", "sr", "sv", "sw", "ta", "te", "th", "tl", "tr", "uk", "ur", "vi", "yue", "zh", "unknown",
+)  # fmt: skip
+KEYSCALE_NOTES = ("A", "B", "C", "D", "E", "F", "G")
+KEYSCALE_ACCIDENTALS = ("", "#", "b", "♯", "♭")
+KEYSCALE_MODES = ("major", "minor")
+BPM_MIN, BPM_MAX = 30, 300
+DURATION_MIN, DURATION_MAX = 10, 600
+CPU_MAX_DURATION = 240  # official gpu_config "tier1" (CPU): max_duration_with_lm
+VALID_TIME_SIGNATURES = (2, 3, 4, 6)
+MAX_AUDIO_CODE = 63999  # codebook size 64000: codes above are never allowed
+AUDIO_CODE_BASE = 151669  # id of <|audio_code_0|> (after Qwen3's 151,669 tokens)
+AUDIO_CODE_TOKENS = 65535  # <|audio_code_0|> ... <|audio_code_65534|> in the official LM tokenizer
+CAPTION_MAX_TOKENS = 512
+MAX_MODEL_LEN = 4096  # official LLMHandler.max_model_len; max_new_tokens <= it - 64
+CODES_PER_SECOND = 5
+ENDOFTEXT, IM_END = "<|endoftext|>", "<|im_end|>"
+THINK, THINK_END = "<think>", "</think>"
+FIELD_ORDER = ("bpm", "caption", "duration", "genres", "keyscale", "language", "timesignature")
+CODE_RE = re.compile(r"<\|audio_code_\d+\|>")
+
+
+# --- Tokenizer ----------------------------------------------------------------------------------------------------
+
+
+class LMTokenizer:
+    """The 5 Hz LM tokenizer as the official ``AutoTokenizer`` call uses it: Qwen3's BPE and added tokens, then
+    the 65,535 ``<|audio_code_N|>`` tokens; nothing appended on encode; ``<|im_end|>`` is EOS, ``<|endoftext|>``
+    the pad."""
+
+    def __init__(self, tokenizer):
+        self._tok = tokenizer  # a tokenizers.Tokenizer
+        self._tok.no_padding()
+        self._tok.no_truncation()
+        self.eos_id = tokenizer.token_to_id(IM_END)
+        self.pad_id = tokenizer.token_to_id(ENDOFTEXT)
+        self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        self._decoded: dict[int, str] = {}
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> LMTokenizer:
+        """``tokenizer.json`` of an official LM folder."""
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_file(str(Path(folder) / "tokenizer.json")))
+
+    @classmethod
+    def from_vocab_merges(cls, vocab, merges) -> LMTokenizer:
+        """Qwen's ``vocab.json`` + ``merges.txt`` (ComfyUI's ``qwen25_tokenizer``) with Qwen3's added tokens and
+        the audio-code tokens, as the official LM's tokenizer lays them out."""
+        from tokenizers import AddedToken
+
+        from .tokenizer import Qwen3Tokenizer
+
+        tok = Qwen3Tokenizer.from_vocab_merges(vocab, merges, append_eos=False)._tok
+        tok.add_tokens(
+            [
+                AddedToken(
+                    f"<|audio_code_{i}|>", single_word=False, lstrip=False, rstrip=False, normalized=False
+                )
+                for i in range(AUDIO_CODE_TOKENS)
+            ]
+        )
+        if tok.token_to_id("<|audio_code_0|>") != AUDIO_CODE_BASE:
+            raise ValueError("5 Hz LM tokenizer: the audio-code tokens do not start at id 151669")
+        return cls(tok)
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=False)
+
+    def piece(self, token_id: int) -> str:
+        """``decode([token_id])``, cached."""
+        s = self._decoded.get(token_id)
+        if s is None:
+            s = self._decoded[token_id] = self.decode([token_id])
+        return s
+
+    def left_padded(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids [B, L] left-padded with the pad id and the mask of real tokens (the official CFG batch)."""
+        seqs = [self.encode(t) for t in texts]
+        L = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), L), self.pad_id, dtype=torch.long)
+        valid = torch.zeros((len(seqs), L), dtype=torch.bool)
+        for b, s in enumerate(seqs):
+            if s:
+                ids[b, L - len(s) :] = torch.tensor(s)
+                valid[b, L - len(s) :] = True
+        return ids, valid
+
+
+# --- Prompts (the Qwen3 chat template as the official calls render it) -------------------------------------------
+
+
+def _system() -> str:
+    return f"<|im_start|>system\n# Instruction\n{DEFAULT_LM_INSTRUCTION}\n\n<|im_end|>\n"
+
+
+def _has_negative(negative_prompt: str | None) -> bool:
+    return bool(
+        negative_prompt and negative_prompt.strip() and negative_prompt.strip() != DEFAULT_NEGATIVE_PROMPT
+    )
+
+
+def cot_prompt(
+    caption: str, lyrics: str, negative: bool = False, negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
+):
+    """Official ``build_formatted_prompt`` (phase 1): ``add_generation_prompt=True``. The unconditional prompt
+    drops the caption, or puts a meaningful negative prompt in its place."""
+    if not negative:
+        user = f"# Caption\n{caption}\n\n# Lyric\n{lyrics}\n"
+    elif _has_negative(negative_prompt):
+        user = f"# Caption\n{negative_prompt}\n\n# Lyric\n{lyrics}\n"
+    else:
+        user = f"# Lyric\n{lyrics}\n"
+    return f"{_system()}<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def codes_prompt(
+    caption: str,
+    lyrics: str,
+    cot_text: str,
+    negative: bool = False,
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+) -> str:
+    """Official ``build_formatted_prompt_with_cot`` (phase 2): the CoT as the assistant message, which the Qwen3
+    template splits at ``</think>`` into its reasoning and content and renders ``<think>\\n{reasoning}\\n</think>
+    \\n\\n{content}<|im_end|>\\n``. The unconditional prompt has the empty CoT ``<think>\\n</think>``."""
+    if negative:
+        cot_text = "<think>\n</think>"
+        caption = negative_prompt if _has_negative(negative_prompt) else caption
+    user = f"# Caption\n{caption}\n\n# Lyric\n{lyrics}\n"
+    content, reasoning = cot_text, ""
+    if THINK_END in cot_text:
+        content = cot_text.split(THINK_END)[-1].lstrip("\n")
+        reasoning = cot_text.split(THINK_END)[0].rstrip("\n").split(THINK)[-1].lstrip("\n")
+    assistant = (
+        f"<|im_start|>assistant\n<think>\n{reasoning.strip(chr(10))}\n</think>\n\n{content.lstrip(chr(10))}"
+    )
+    text = f"{_system()}<|im_start|>user\n{user}<|im_end|>\n{assistant}<|im_end|>\n"
+    return text if text.endswith("\n") else text + "\n"
+
+
+def format_metadata_as_cot(metadata: dict) -> str:
+    """Official ``_format_metadata_as_cot``: sorted YAML of the known fields; ``"x/4"`` -> ``"x"`` and digit
+    strings -> ints."""
+    import yaml
+
+    items = {}
+    for key in ("bpm", "caption", "duration", "keyscale", "language", "timesignature"):
+        value = metadata.get(key)
+        if value is None:
+            continue
+        if key == "timesignature" and value.endswith("/4"):
+            value = value.split("/")[0]
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        items[key] = value
+    body = yaml.dump(items, allow_unicode=True, sort_keys=True).strip() if items else ""
+    return f"<think>\n{body}\n</think>"
+
+
+def postprocess_caption(caption: str) -> str:
+    """Official ``postprocess_caption``: YAML continuation lines joined with single spaces."""
+    if not caption:
+        return caption
+    return " ".join(line.strip() for line in caption.split("\n") if line.strip())
+
+
+def parse_lm_output(text: str) -> tuple[dict, str]:
+    """Official ``parse_lm_output``: (metadata from the reasoning's ``key: value`` lines, every audio code token
+    joined)."""
+    codes = "".join(CODE_RE.findall(text))
+    reasoning = None
+    for pattern in (r"<think>(.*?)</think>", r"<reasoning>(.*?)</reasoning>"):
+        m = re.search(pattern, text, re.DOTALL)
+        if m:
+            reasoning = m.group(1).strip()
+            break
+    if not reasoning:
+        reasoning = (text.split("<|audio_code_")[0] if "<|audio_code_" in text else text).strip()
+    metadata: dict = {}
+    key, lines = None, []
+
+    def save():
+        nonlocal key, lines
+        if key and lines:
+            value = "\n".join(lines)
+            if key in ("bpm", "duration"):
+                try:
+                    metadata[key] = int(value.strip())
+                except ValueError:
+                    metadata[key] = value.strip()
+            elif key == "caption":
+                metadata[key] = postprocess_caption(value)
+            elif key in ("genres", "keyscale", "language", "timesignature"):
+                metadata[key] = value.strip()
+        key, lines = None, []
+
+    for line in reasoning.split("\n") if reasoning else []:
+        if line.strip().startswith("<"):
+            continue
+        if line and not line[0].isspace() and ":" in line:
+            save()
+            name, first = line.split(":", 1)
+            key = name.strip().lower()
+            if first.strip():
+                lines.append(first)
+        elif line.startswith((" ", "\t")) and key:
+            lines.append(line)
+    save()
+    return metadata, codes
+
+
+def has_all_metas(user_metadata: dict | None) -> bool:
+    """Official ``has_all_metas``: the keys bpm, keyscale, timesignature and duration are present."""
+    return bool(user_metadata) and all(
+        k in user_metadata for k in ("bpm", "keyscale", "timesignature", "duration")
+    )
+
+
+# --- The constrained decoder ------------------------------------------------------------------------------------
+
+_NAME_STATES = {f: f"{f}_name" for f in FIELD_ORDER}
+_VALUE_STATES = {f: f"{f}_value" for f in FIELD_ORDER}
+_FIXED = {
+    "think_tag": THINK,
+    "newline_after_think": "\n",
+    **{f"{f}_name": f"{f}:" for f in FIELD_ORDER},
+    "think_end_tag": THINK_END,
+}
+CODES, COMPLETED = "codes_generation", "completed"
+
+
+class DecoderTables:
+    """What the official processor precomputes from the tokenizer (once per tokenizer and ``max_duration``):
+    the prefix trees of valid values (token-id tuples -> allowed next ids, keyed after the ``field:`` tokens of
+    ``"field: value"``), the digit and newline ids, the audio-code id range and the fixed-string tokens."""
+
+    def __init__(self, tok: LMTokenizer, max_duration: int):
+        self.tok = tok
+        self.vocab_size = tok.vocab_size
+        self.newline = tok.encode("\n")[-1]
+        self.backtick = tok.encode("`")[-1]
+        self.eos = tok.eos_id
+        self.digits = {d: tok.encode(str(d))[-1] for d in range(10)}
+        self.think_end = tok.encode(THINK_END)
+        keyscales = {
+            f"{n}{a} {m}" for n in KEYSCALE_NOTES for a in KEYSCALE_ACCIDENTALS for m in KEYSCALE_MODES
+        }
+        self.trees = {
+            "bpm": self._tree("bpm", [str(v) for v in range(BPM_MIN, BPM_MAX + 1)]),
+            "duration": self._tree("duration", [str(v) for v in range(DURATION_MIN, max_duration + 1)]),
+            "timesignature": self._tree("timesignature", [str(v) for v in VALID_TIME_SIGNATURES]),
+            "keyscale": self._tree("keyscale", keyscales, first_is_note=True),
+            "language": self._tree("language", list(VALID_LANGUAGES)),
+        }
+        self.code_ids = self._audio_code_ids()
+        self._fixed: dict[str, int] = {}
+
+    def _tree(self, name: str, values, first_is_note: bool = False) -> dict[tuple, set]:
+        context = self.tok.encode(f"{name}:")
+        tree: dict[tuple, set] = {}
+        for value in values:
+            full = self.tok.encode(f"{name}: {value}")
+            if full[: len(context)] != context:
+                continue
+            ids = full[len(context) :]
+            if not ids:
+                continue
+            if first_is_note:
+                first = self.tok.piece(ids[0]).lstrip()
+                if first and first[0].upper() not in "ABCDEFG":  # official: an empty first piece passes
+                    continue
+            for i in range(len(ids) + 1):
+                allowed = tree.setdefault(tuple(ids[:i]), set())
+                allowed.add(ids[i] if i < len(ids) else self.newline)
+        return tree
+
+    def _audio_code_ids(self) -> torch.Tensor:
+        """Ids whose text is ``<|audio_code_N|>`` with N <= 63999 (the official scan of the vocabulary, done
+        on the known id range)."""
+        ids = []
+        for i in range(AUDIO_CODE_BASE, min(self.vocab_size, AUDIO_CODE_BASE + AUDIO_CODE_TOKENS)):
+            m = re.fullmatch(r"<\|audio_code_(\d+)\|>", self.tok.piece(i))
+            if m and int(m.group(1)) <= MAX_AUDIO_CODE:
+                ids.append(i)
+        return torch.tensor(ids, dtype=torch.long)
+
+    def fixed_token(self, remaining: str) -> int:
+        """The official ``_get_allowed_tokens_for_fixed_string``: the longest prefix of ``remaining`` that is
+        one token (a single character always is, in a byte-level BPE)."""
+        hit = self._fixed.get(remaining)
+        if hit is None:
+            for end in range(len(remaining), 0, -1):
+                ids = self.tok.encode(remaining[:end])
+                if len(ids) == 1:
+                    hit = ids[0]
+                    break
+            else:
+                raise ValueError(f"5 Hz LM decoder: no token starts {remaining!r}")
+            self._fixed[remaining] = hit
+        return hit
+
+
+def _whitelist(scores: torch.Tensor, allowed) -> torch.Tensor:
+    """scores [1, V]: -inf everywhere but ``allowed`` (kept as they were)."""
+    if not allowed:
+        return scores.fill_(float("-inf"))
+    idx = torch.tensor(list(allowed), dtype=torch.long, device=scores.device)
+    kept = scores[0, idx].clone()
+    scores.fill_(float("-inf"))
+    scores[0, idx] = kept
+    return scores
+
+
+@dataclass
+class MetadataFSM:
+    """The official constrained decoder for one generation (``reset`` + the ``set_*`` calls of
+    ``_setup_constrained_processor``): ``process(scores)`` masks the logits of the next token, ``update(token)``
+    advances on the token drawn. Genres are always skipped by the official calls and are not implemented."""
+
+    tables: DecoderTables
+    phase: str = "cot"
+    user_metadata: dict = field(default_factory=dict)
+    stop_at_reasoning: bool = False
+    skip_caption: bool = False
+    skip_language: bool = False
+    target_duration: float | None = None
+    prompt_has_think_end: bool = False
+    state: str = "think_tag"
+    position: int = 0
+    value: str = ""
+    value_ids: list = field(default_factory=list)
+    caption_after_newline: bool = False
+    caption_tokens: int = 0
+    caption_ending: bool = False
+    pending_name: str = ""
+    queue: list = field(default_factory=list)
+    queue_field: str | None = None
+    codes_count: int = 0
+
+    @property
+    def target_codes(self) -> int | None:
+        d = self.target_duration
+        return int(d * CODES_PER_SECOND) if d is not None and d > 0 else None
+
+    def _skipped(self, name: str) -> bool:
+        return (
+            name == "genres"
+            or (name == "caption" and self.skip_caption)
+            or (name == "language" and self.skip_language)
+        )
+
+    def _next_field(self, name: str) -> str:
+        for f in FIELD_ORDER[FIELD_ORDER.index(name) + 1 :]:
+            if not self._skipped(f):
+                return _NAME_STATES[f]
+        return "think_end_tag"
+
+    def _next_state(self, state: str) -> str | None:
+        if state == "think_tag":
+            return "newline_after_think"
+        if state == "newline_after_think":
+            return _NAME_STATES["bpm"]
+        if state == "think_end_tag":
+            return CODES
+        if state == CODES:
+            return COMPLETED
+        name, _, kind = state.rpartition("_")
+        if name in FIELD_ORDER and not self._skipped(name):
+            return _VALUE_STATES[name] if kind == "name" else self._next_field(name)
+        return None  # a skipped field's states have no transition (as the official map)
+
+    def _enter(self, state: str) -> None:
+        self.state, self.position, self.value, self.value_ids = state, 0, "", []
+        self.caption_after_newline, self.caption_tokens = False, 0
+        self.caption_ending, self.pending_name = False, ""
+
+    def _advance(self) -> None:
+        nxt = self._next_state(self.state)
+        if nxt is not None:
+            self._enter(nxt)
+
+    # -- masking -----------------------------------------------------------------------------------------------
+
+    def process(self, scores: torch.Tensor) -> torch.Tensor:
+        """scores [1, V] float32 -> masked scores (in place where the official code is)."""
+        t = self.tables
+        if self.state == COMPLETED:
+            return scores
+        if self.phase == "codes" and self.state == "think_tag" and self.prompt_has_think_end:
+            self.state, self.codes_count = CODES, 0
+        if self.state == CODES:
+            scores = scores + codes_mask(t, scores.device)
+            target = self.target_codes
+            if target is not None:
+                if self.codes_count < target:
+                    scores[:, t.eos] = float("-inf")
+                else:
+                    eos = scores[:, t.eos].clone()
+                    scores.fill_(float("-inf"))
+                    scores[:, t.eos] = eos
+            return scores
+        return self._process_metadata(scores)
+
+    def _inject(self, scores: torch.Tensor, name: str) -> torch.Tensor | None:
+        value = self.user_metadata.get(name)
+        if value is None or self.queue:
+            return None
+        ids = self.tables.tok.encode(f" {value}\n")
+        if not ids:
+            return None
+        self.queue, self.queue_field = ids, name
+        return _whitelist(scores, [ids[0]])
+
+    def _process_metadata(self, scores: torch.Tensor) -> torch.Tensor:
+        t = self.tables
+        if self.queue:
+            return _whitelist(scores, [self.queue[0]])
+        state = self.state
+        if state in _FIXED:
+            fixed = _FIXED[state]
+            remaining = fixed[self.position :]
+            if remaining:
+                if state == "think_end_tag" and self.stop_at_reasoning and len(remaining) <= 10:
+                    return _whitelist(scores, [t.eos])  # official: EOS as soon as </think> would start
+                return _whitelist(scores, [t.fixed_token(remaining)])
+            if state == "think_end_tag" and self.stop_at_reasoning:
+                return _whitelist(scores, [t.eos])
+            self._advance()
+            if self.state in _FIXED:
+                return scores
+            return self._process_metadata(scores.zero_())
+        name = state[: -len("_value")] if state.endswith("_value") else None
+        if name in ("bpm", "duration", "timesignature", "keyscale", "language") and not self.value_ids:
+            injected = self._inject(scores, name)
+            if injected is not None:
+                return injected
+        if name == "caption":
+            return self._process_caption(scores)
+        if name == "duration" and self.target_duration is not None:
+            target = str(int(self.target_duration))
+            if len(self.value) < len(target):
+                return _whitelist(scores, [t.digits[int(target[len(self.value)])]])
+            return _whitelist(scores, [t.newline])
+        if name in ("bpm", "duration"):
+            allowed = list(t.trees[name].get(tuple(self.value_ids), ()))
+            return _whitelist(scores, allowed)
+        if name == "language" and not self.value_ids:
+            candidates = list(t.trees["language"].get((), ()))
+            if not candidates:
+                return _whitelist(scores, [t.newline])
+            best = int(torch.argmax(scores[0, torch.tensor(candidates, device=scores.device)]))
+            return _whitelist(scores, [candidates[best]])  # official: top-1, not sampled
+        if name in ("keyscale", "language", "timesignature"):
+            here = t.trees[name].get(tuple(self.value_ids))
+            if here is not None and t.newline in here:
+                return _whitelist(scores, [t.newline])
+            allowed = list(here or ())
+            if not allowed and name != "timesignature":
+                return _whitelist(scores, [t.newline])
+            return _whitelist(scores, allowed)
+        return scores
+
+    def _process_caption(self, scores: torch.Tensor) -> torch.Tensor:
+        t = self.tables
+        if self.user_metadata.get("caption") is not None and not self.queue and not self.value:
+            injected = self._inject(scores, "caption")
+            if injected is not None:
+                return injected
+        if self.caption_after_newline:
+            top = t.tok.piece(int(torch.argmax(scores[0])))
+            self.caption_after_newline = False
+            if top and top[0] not in " \t":  # an unindented line: the next field's name, written freely
+                self.caption_ending, self.pending_name = True, ""
+                return scores
+        if self.caption_ending:
+            return scores
+        scores[0, t.backtick] = float("-inf")
+        scores = scores + caption_mask(t, scores.device)
+        if self.caption_tokens >= CAPTION_MAX_TOKENS:
+            return _whitelist(scores, [t.newline])
+        return scores
+
+    # -- state update ------------------------------------------------------------------------------------------
+
+    def update(self, token: int) -> None:
+        t = self.tables
+        if self.state == COMPLETED:
+            return
+        if self.state == CODES:
+            self.codes_count += 1
+            return
+        if self.queue:
+            self.queue.pop(0)
+            if not self.queue:
+                name, self.queue_field = self.queue_field, None
+                self.state, self.position, self.value, self.value_ids = self._next_field(name), 0, "", []
+            return
+        piece = t.tok.piece(token)
+        state = self.state
+        if state in _FIXED:
+            self.position += len(piece)
+            if self.position >= len(_FIXED[state]):
+                if state == "think_end_tag" and self.stop_at_reasoning:
+                    self.state, self.position, self.value, self.value_ids = COMPLETED, 0, "", []
+                else:
+                    self._advance()
+        elif state in ("bpm_value", "duration_value", "timesignature_value"):
+            if token == t.newline:
+                self._advance()
+            else:
+                self.value_ids.append(token)
+                if piece.strip().isdigit():
+                    self.value += piece.strip()
+        elif state in ("keyscale_value", "language_value"):
+            if token == t.newline:
+                self._advance()
+            else:
+                self.value_ids.append(token)
+                self.value += piece
+        elif state == "caption_value":
+            self.caption_tokens += 1
+            self.value += piece
+            self.caption_after_newline = "\n" in piece
+            if self.caption_ending:
+                self.pending_name += piece
+                if ":" in piece:
+                    name = self.pending_name.strip().rstrip(":").strip().lower()
+                    if name in ("duration", "genres", "keyscale", "language", "timesignature"):
+                        self.state, self.position, self.value, self.value_ids = _VALUE_STATES[name], 0, "", []
+                        self.caption_ending, self.pending_name = False, ""
+                    else:  # official: an unknown name moves on to the next field
+                        self.caption_ending, self.pending_name = False, ""
+                        self._advance()
+
+
+_MASKS: dict[tuple, torch.Tensor] = {}
+
+
+def codes_mask(t: DecoderTables, device) -> torch.Tensor:
+    """[1, V] float32: 0 at the valid audio codes and EOS, -inf elsewhere (official ``non_audio_code_mask``)."""
+    key = ("codes", id(t), str(device))
+    if key not in _MASKS:
+        m = torch.full((1, t.vocab_size), float("-inf"))
+        m[0, t.code_ids] = 0.0
+        m[0, t.eos] = 0.0
+        _MASKS[key] = m.to(device)
+    return _MASKS[key]
+
+
+def caption_mask(t: DecoderTables, device) -> torch.Tensor:
+    """[1, V] float32: -inf at the valid audio codes (official ``audio_code_mask``)."""
+    key = ("caption", id(t), str(device))
+    if key not in _MASKS:
+        m = torch.zeros((1, t.vocab_size))
+        m[0, t.code_ids] = float("-inf")
+        _MASKS[key] = m.to(device)
+    return _MASKS[key]
+
+
+# --- Sampling (the official order) -------------------------------------------------------------------------------
+
+
+def repetition_penalty(scores: torch.Tensor, ids: torch.Tensor, penalty: float) -> torch.Tensor:
+    """transformers' ``RepetitionPenaltyLogitsProcessor``: every id seen so far (prompt included)."""
+    s = torch.gather(scores, 1, ids)
+    s = torch.where(s < 0, s * penalty, s / penalty)
+    return scores.scatter(1, ids, s)
+
+
+def top_k_filter(scores: torch.Tensor, top_k: int | None) -> torch.Tensor:
+    if top_k is not None and top_k > 0:
+        scores[scores < torch.topk(scores, top_k)[0][..., -1, None]] = float("-inf")
+    return scores
+
+
+def top_p_filter(scores: torch.Tensor, top_p: float | None) -> torch.Tensor:
+    if top_p is not None and 0.0 < top_p < 1.0:
+        sorted_logits, sorted_idx = torch.sort(scores, descending=True)
+        cum = torch.cumsum(torch.softmax(sorted_logits.float(), dim=-1), dim=-1)
+        remove = cum > top_p
+        remove[..., 1:] = remove[..., :-1].clone()
+        remove[..., 0] = False
+        scores[remove.scatter(1, sorted_idx, remove)] = float("-inf")
+    return scores
+
+
+def sample(scores: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    """[1, V] -> [1] token: softmax(scores / T) through ``torch.multinomial`` (argmax at T <= 0)."""
+    if temperature > 0:
+        probs = torch.softmax(scores.float() / temperature, dim=-1)
+        return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+    return torch.argmax(scores, dim=-1)
+
+
+@dataclass
+class Sampling:
+    temperature: float = 0.85
+    cfg_scale: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float = 1.0
+
+
+# --- The decoding loops -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class PhaseOutput:
+    prompt: str
+    uncond_prompt: str | None
+    prompt_ids: list  # [rows][L]
+    generated_ids: list
+    text: str
+    max_new_tokens: int
+    seconds: float = 0.0
+
+
+class Planner:
+    """The 5 Hz LM (``lm.Qwen3ForCausalLM``) with its tokenizer and the decoder tables; ``plan(**kwargs)`` is
+    one official ``generate_with_stop_condition`` call. ``max_duration``: the official GPU tier's
+    ``max_duration_with_lm`` (240 s on the CPU; None: 240 on the CPU, else the top tier's 600)."""
+
+    def __init__(self, model, tokenizer: LMTokenizer, max_duration: int | None = None):
+        self.model, self.tok = model, tokenizer
+        if max_duration is None:
+            max_duration = CPU_MAX_DURATION if model.device.type == "cpu" else DURATION_MAX
+        self.max_duration = int(max_duration)
+        if tokenizer.vocab_size != model.config.vocab_size:
+            raise ValueError(
+                f"5 Hz LM: the tokenizer has {tokenizer.vocab_size} tokens, the model {model.config.vocab_size}"
+            )
+        self.tables = DecoderTables(tokenizer, self.max_duration)
+
+    # -- budget --
+
+    def max_new_tokens(self, target_duration: float | None, phase: str) -> int:
+        """Official ``_compute_max_new_tokens`` (the pt backend: fallback 4096, capped at 4096 - 64)."""
+        if target_duration is not None and target_duration > 0:
+            eff = max(DURATION_MIN, min(min(self.max_duration, DURATION_MAX), target_duration))
+            n = int(eff * CODES_PER_SECOND) + (10 if phase == "codes" else 500)
+        else:
+            n = 4096
+        return min(n, MAX_MODEL_LEN - 64)
+
+    # -- one phase --
+
+    @torch.no_grad()
+    def run_phase(
+        self,
+        prompt: str,
+        uncond_prompt: str | None,
+        sampling: Sampling,
+        fsm: MetadataFSM | None,
+        max_new_tokens: int,
+        generator: torch.Generator | None,
+        progress: Progress | None = None,
+        interrupt: Interrupt | None = None,
+    ) -> PhaseOutput:
+        t0 = time.perf_counter()
+        model, device = self.model, self.model.device
+        cfg = sampling.cfg_scale > 1.0 and uncond_prompt is not None
+        texts = [prompt, uncond_prompt] if cfg else [prompt]
+        ids, valid = self.tok.left_padded(texts)
+        B, L = ids.shape
+        if fsm is not None:
+            seq = ids[0].tolist()
+            fsm.prompt_has_think_end = any(
+                seq[i : i + len(self.tables.think_end)] == self.tables.think_end for i in range(len(seq))
+            )
+        cache = model.new_cache(B, L + max_new_tokens)
+        ids_d, valid_d = ids.to(device), valid.to(device)
+        # the cond row's ids (prompt, then the tokens drawn), on the device: what the repetition penalty reads
+        row = torch.empty((1, L + max_new_tokens), dtype=torch.long, device=device)
+        row[:, :L] = ids_d[:1]
+        logits = model(ids_d, cache, valid=valid_d)  # one pass over the whole prompt (both rows)
+        codes_only = fsm is not None and fsm.phase == "codes" and fsm.prompt_has_think_end
+        if codes_only:
+            generated = self._codes_loop(logits, cache, row, L, sampling, fsm, max_new_tokens, generator,
+                                         progress, interrupt)  # fmt: skip
+        else:
+            generated = self._host_loop(logits, cache, row, L, sampling, fsm, max_new_tokens, generator,
+                                        progress, interrupt)  # fmt: skip
+        text = self.tok.decode(generated)
+        return PhaseOutput(prompt, uncond_prompt if cfg else None, ids.tolist(), generated, text, max_new_tokens,
+                           time.perf_counter() - t0)  # fmt: skip
+
+    def _guided(self, logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
+        if logits.shape[0] == 2:
+            u = logits[1:2].float()
+            return u + sampling.cfg_scale * (logits[0:1].float() - u)
+        return logits
+
+    def _after_fsm(self, scores, row, n, sampling, generator):
+        if sampling.repetition_penalty != 1.0:
+            scores = repetition_penalty(scores, row[:, :n], sampling.repetition_penalty)
+        scores = top_k_filter(scores, sampling.top_k)
+        scores = top_p_filter(scores, sampling.top_p)
+        return sample(scores, sampling.temperature, generator)
+
+    def _step(self, token: torch.Tensor, cache, B: int) -> torch.Tensor:
+        return self.model(token.view(1, 1).expand(B, 1), cache)
+
+    def _host_loop(self, logits, cache, row, L, sampling, fsm, max_new, generator, progress, interrupt):
+        """Phase 1: the decoder reads each token on the host (as the official one)."""
+        B = logits.shape[0]
+        stops = {self.tok.eos_id, self.tok.pad_id}
+        out = []
+        for i in range(max_new):
+            check_interrupt(interrupt)
+            scores = self._guided(logits, sampling)
+            if fsm is not None:
+                scores = fsm.process(scores)
+            token = self._after_fsm(scores, row, L + i, sampling, generator)
+            tid = int(token)
+            if fsm is not None:
+                fsm.update(tid)
+            out.append(tid)
+            row[0, L + i] = token[0]
+            if progress is not None:
+                progress(i + 1, max_new)
+            if tid in stops:
+                break
+            logits = self._step(token, cache, B)
+        return out
+
+    def _codes_loop(self, logits, cache, row, L, sampling, fsm, max_new, generator, progress, interrupt):
+        """Phase 2: codes only. The mask is a device tensor and the stop rule a count: EOS is blocked for the
+        first ``target_codes`` steps and forced at step ``target_codes``, so the number of steps is known and no
+        token comes back to the host before the end. Without a target, EOS may come any time: the loop reads
+        the tokens back every ``CHECK_EVERY`` steps and cuts at the first EOS (the draws after it are never
+        used)."""
+        B, device = logits.shape[0], logits.device
+        t = self.tables
+        mask = codes_mask(t, device)
+        target = fsm.target_codes
+        steps = max_new if target is None else min(max_new, target + 1)
+        only_eos = torch.full_like(mask, float("-inf"))
+        only_eos[0, t.eos] = 0.0
+        block_eos = mask.clone()
+        block_eos[0, t.eos] = float("-inf")
+        CHECK_EVERY = 64
+        for i in range(steps):
+            check_interrupt(interrupt)
+            scores = self._guided(logits, sampling)
+            if target is None:
+                scores = scores + mask
+            elif i < target:
+                scores = scores + block_eos
+            else:  # official: keep EOS's own score, -inf elsewhere
+                scores = scores + only_eos
+            token = self._after_fsm(scores, row, L + i, sampling, generator)
+            row[:, L + i] = token
+            if progress is not None:
+                progress(i + 1, steps)
+            if target is None and (i + 1) % CHECK_EVERY == 0:
+                if bool((row[0, L : L + i + 1] == t.eos).any()):
+                    break
+            if i + 1 < steps:
+                logits = self._step(token, cache, B)
+        fsm.codes_count += steps
+        generated = row[0, L : L + steps].tolist()
+        if target is None and t.eos in generated:
+            generated = generated[: generated.index(t.eos) + 1]
+        return generated
+
+    # -- the official entry --
+
+    def plan(
+        self,
+        caption: str,
+        lyrics: str,
+        infer_type: str,
+        temperature: float = 0.85,
+        cfg_scale: float = 1.0,
+        negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        repetition_penalty: float = 1.0,
+        use_constrained_decoding: bool = True,
+        target_duration: float | None = None,
+        user_metadata: dict | None = None,
+        use_cot_metas: bool = True,
+        use_cot_caption: bool = True,
+        use_cot_language: bool = True,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        progress: Progress | None = None,
+        interrupt: Interrupt | None = None,
+        **ignored,
+    ) -> dict:
+        """Official ``generate_with_stop_condition`` (single mode): ``{"metadata", "audio_codes", "cot_text",
+        "phases"}``. ``seed`` seeds a generator on the LM's device (the official ``torch.manual_seed(seed)``
+        before the call); or pass ``generator``."""
+        infer_type = (infer_type or "").strip().lower()
+        if infer_type not in ("dit", "llm_dit"):
+            raise ValueError(f"infer_type must be 'dit' or 'llm_dit', not {infer_type!r}")
+        if generator is None:
+            generator = torch.Generator(self.model.device)
+            generator.manual_seed(int(seed) if seed is not None else torch.seed())
+        sampling = Sampling(temperature, cfg_scale, top_k, top_p, repetition_penalty)
+        phases: dict[str, PhaseOutput] = {}
+        if not has_all_metas(user_metadata) and use_cot_metas:
+            fsm = None
+            if use_constrained_decoding:
+                fsm = MetadataFSM(
+                    self.tables, phase="cot", user_metadata=dict(user_metadata or {}), stop_at_reasoning=True,
+                    skip_caption=not use_cot_caption, skip_language=not use_cot_language,
+                )  # fmt: skip
+            out = self.run_phase(
+                cot_prompt(caption, lyrics),
+                cot_prompt(caption, lyrics, negative=True, negative_prompt=negative_prompt),
+                sampling, fsm, self.max_new_tokens(None, "cot"), generator, progress, interrupt,
+            )  # fmt: skip
+            phases["cot"] = out
+            metadata, _ = parse_lm_output(out.text)
+        else:
+            metadata = {k: v for k, v in (user_metadata or {}).items() if v is not None}
+        result = {"metadata": metadata, "audio_codes": "", "phases": phases}
+        if infer_type == "dit":
+            return result
+        cot_text = format_metadata_as_cot(metadata)
+        fsm = None
+        if use_constrained_decoding:
+            fsm = MetadataFSM(
+                self.tables,
+                phase="codes",
+                skip_caption=True,
+                skip_language=True,
+                target_duration=target_duration,
+            )
+        out = self.run_phase(
+            codes_prompt(caption, lyrics, cot_text),
+            codes_prompt(caption, lyrics, cot_text, negative=True, negative_prompt=negative_prompt),
+            sampling, fsm, self.max_new_tokens(target_duration, "codes"), generator, progress, interrupt,
+        )  # fmt: skip
+        phases["codes"] = out
+        result["audio_codes"] = parse_lm_output(out.text)[1]
+        result["cot_text"] = cot_text
+        return result
+
+
+def load_planner(
+    path: str | Path, device="cpu", dtype: torch.dtype = torch.float32, tokenizer: str | Path | None = None,
+    max_duration: int | None = None, operations=None,
+) -> Planner:  # fmt: skip
+    """The planner from an official ``acestep-5Hz-lm-*`` folder (or a single LM file; see checkpoint.load_lm)."""
+    from . import checkpoint as C
+
+    model, tok = C.load_lm(path, dtype=dtype, device=device, tokenizer=tokenizer, operations=operations)
+    return Planner(model, tok, max_duration=max_duration)
+
+
+__all__ = [
+    "Interrupted",
+    "LMTokenizer",
+    "MetadataFSM",
+    "Planner",
+    "cot_prompt",
+    "codes_prompt",
+    "format_metadata_as_cot",
+    "load_planner",
+    "parse_lm_output",
+]
