@@ -342,6 +342,35 @@ class _Progress:
             self.bar = None
 
 
+class _LMProgress:
+    """tqdm's bar per 5 Hz LM token, one bar per phase (metadata, then codes)."""
+
+    def __init__(self):
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            tqdm = None
+        self.tqdm, self.bar, self.phase = tqdm, None, 0
+
+    def __call__(self, step: int, total: int) -> None:
+        if step == 1:
+            self.close()
+            self.phase += 1
+            if self.tqdm is not None:
+                self.bar = self.tqdm(
+                    total=total, desc=f"5 Hz LM phase {self.phase}", unit="token", file=sys.stderr
+                )
+        if self.bar is not None:
+            self.bar.update(1)
+        elif step % 50 == 0:
+            print(f"5 Hz LM phase {self.phase}: token {step}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def _write_outputs(result, params: dict, paths: list[tuple[Path, Path]]) -> None:
     """Each item's audio and its parameter file, all or none: a failure or a second Ctrl-C midway removes what
     this run had written."""
@@ -404,11 +433,26 @@ def generate15(args: argparse.Namespace) -> None:
         )
     notes: list[str] = []
     try:
-        params = P15.load_params(args.params if args.params else {}, notes)
+        lm, recorded_plan = P15.load_lm_params(args.params if args.params else {})
+        # the end-to-end path (official inference.generate_music): with --lm, or replaying what it recorded
+        end_to_end = bool(args.lm) or recorded_plan is not None
+        params = P15.load_params(args.params if args.params else {}, notes, with_lm=end_to_end)
     except P15.ParamsError as e:
         raise CliError(f"{args.params}: {e}" if args.params and e.key != "params" else str(e)) from e
     for note in notes:
         print(f"{args.params}: {note}", file=sys.stderr, flush=True)
+    if args.lm:
+        if not Path(args.lm).exists():
+            raise CliError(
+                f"--lm {args.lm}: no such folder or file (give an official acestep-5Hz-lm-* folder)"
+            )
+        if P15.batch_size(params) != 1:
+            raise CliError(
+                f"--lm: batch_size {P15.batch_size(params)}: the 5 Hz LM runs one item at a time here (the "
+                'official batch mode is not implemented yet); set "batch_size": 1 in the parameters'
+            )
+    elif args.lm_tokenizer:
+        raise CliError("--lm-tokenizer: only with --lm")
     audio = {}
     try:
         for key in P15.PATH_KEYS:
@@ -432,6 +476,24 @@ def generate15(args: argparse.Namespace) -> None:
     print(
         f"loaded {args.checkpoint} ({models.variant}) in {time.perf_counter() - clock:.1f} s", file=sys.stderr
     )
+    planner = None
+    if args.lm:
+        from .v15.planner import load_planner
+
+        clock = time.perf_counter()
+        try:
+            planner = load_planner(args.lm, device=args.device, dtype=dtype, tokenizer=args.lm_tokenizer)
+        except (FileNotFoundError, ValueError) as e:
+            raise CliError(str(e)) from e
+        print(f"loaded the 5 Hz LM {args.lm} in {time.perf_counter() - clock:.1f} s", file=sys.stderr)
+        if (
+            params.get("global_seed") is None
+        ):  # drawn now: the LM and the DiT both take it (see plan_generation)
+            import random
+
+            from .v15.pipeline import MAX_SEED
+
+            params["global_seed"] = random.SystemRandom().randint(0, MAX_SEED)
 
     stop = threading.Event()
 
@@ -441,13 +503,34 @@ def generate15(args: argparse.Namespace) -> None:
         stop.set()
         print("\nstopping (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
-    progress = _Progress()
+    progress, lm_progress = _Progress(), _LMProgress()
     previous = signal.signal(signal.SIGINT, on_interrupt)
     clock = time.perf_counter()
     try:
+        plan = recorded_plan
+        if planner is not None:
+            from .v15.planner import plan_generation
+
+            params, plan = plan_generation(
+                planner, params, lm, int(params["global_seed"]), progress=lm_progress, interrupt=stop.is_set
+            )
+            lm_progress.close()
+            if plan is not None:
+                meta = ", ".join(f"{k}: {v}" for k, v in plan["metadata"].items() if k != "caption")
+                n = plan["audio_codes"].count("<|audio_code_")
+                print(f"5 Hz LM plan: {meta or 'no metadata'}; {n} codes ({n / 5:.1f} s)", file=sys.stderr)
         result = run_pipeline(models, params, progress=progress, interrupt=stop.is_set, **audio)
         if stop.is_set():
             raise Interrupted()
+        extra = {}
+        if end_to_end:  # official inference.generate_music: peak normalisation on top of the anti-clipping
+            from .v15.pipeline import normalize_peak
+
+            if lm["enable_normalization"] and lm["normalization_db"] <= 0.0:
+                result.audio = [normalize_peak(w, lm["normalization_db"]) for w in result.audio]
+            extra = dict(lm)
+            if plan is not None:
+                extra[P15.PLAN_KEY] = plan
         seconds = time.perf_counter() - clock
         progress.close()
         from .common.audio_io import save_audio
@@ -456,7 +539,7 @@ def generate15(args: argparse.Namespace) -> None:
         try:
             for wav, (audio_path, params_path) in zip(result.audio, paths, strict=True):
                 done.append(save_audio(audio_path, wav, result.sample_rate))
-                _write_json(params_path, {**result.params, "audio_path": audio_path.name})
+                _write_json(params_path, {**result.params, **extra, "audio_path": audio_path.name})
                 done.append(params_path)
         except BaseException:
             for path in done:
@@ -464,6 +547,7 @@ def generate15(args: argparse.Namespace) -> None:
             raise
     except (Interrupted, KeyboardInterrupt):
         progress.close()
+        lm_progress.close()
         raise CliError("interrupted: no output written", exit_code=130) from None
     except AudioError as e:
         raise CliError(f"{e} (nothing written; try --dtype float32 or bfloat16)") from e
@@ -643,6 +727,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--vocab", metavar="PATH", help="lyric vocab.json (default: beside the checkpoint, or ComfyUI's)"
     )
+    p.add_argument(
+        "--lm", metavar="LM_FOLDER", help="ACE-Step 1.5 only: the 5 Hz LM (official acestep-5Hz-lm-* folder or "
+        "ComfyUI's qwen_*_ace15 file) plans the song first, as the official inference.generate_music does "
+        "(its fields lm_temperature, lm_cfg_scale, lm_top_k, lm_top_p, lm_negative_prompt, thinking, "
+        "use_cot_metas, use_cot_caption, use_cot_language, use_constrained_decoding, enable_normalization, "
+        "normalization_db in --params); the plan is recorded, so the parameter file replays without --lm",
+    )  # fmt: skip
+    p.add_argument(
+        "--lm-tokenizer", metavar="FOLDER", help="the LM's tokenizer.json folder, or Qwen's vocab.json + "
+        "merges.txt (default: beside the LM, else ComfyUI's qwen25_tokenizer)",
+    )  # fmt: skip
     official = p.add_argument_group(
         "official parameters (default: the official ACEStepPipeline.__call__ value)"
     )

@@ -40,6 +40,26 @@ FLOAT_KEYS = (
 INT_KEYS = ("inference_steps", "batch_size", "global_seed")
 BOOL_KEYS = ("use_random_seed", "use_adg", "use_tiled_decode")
 TEXT_KEYS = ("captions", "lyrics", "key_scale", "time_signature", "vocal_language", "audio_code_string")
+# The official inference.GenerationParams fields the end-to-end path (``generate --lm``, planner.plan_generation)
+# reads, with their official defaults: the 5 Hz LM's and the output peak normalisation's.
+LM_DEFAULTS = {
+    "thinking": True,
+    "lm_temperature": 0.85,
+    "lm_cfg_scale": 2.0,
+    "lm_top_k": 0,
+    "lm_top_p": 0.9,
+    "lm_negative_prompt": "NO USER INPUT",
+    "use_cot_metas": True,
+    "use_cot_caption": True,
+    "use_cot_language": True,
+    "use_constrained_decoding": True,
+    "enable_normalization": True,
+    "normalization_db": -1.0,
+}
+LM_FLOAT_KEYS = ("lm_temperature", "lm_cfg_scale", "lm_top_p", "normalization_db")
+# What ``generate --lm`` records beside its output: the LM's plan (metadata, codes), so the run replays without
+# the LM (and, since the plan is there, with the end-to-end path's normalisation).
+PLAN_KEY = "lm_plan"
 
 
 class ParamsError(ValueError):
@@ -73,9 +93,7 @@ def _check(key: str, value):
     return value
 
 
-def load_params(source: str | Path | dict, notes: list[str] | None = None) -> dict:
-    """The parameters of a JSON file (or a dict), under the ``generate_music`` names, checked. ``notes``
-    collects what was ignored."""
+def _read(source: str | Path | dict) -> tuple[dict, Path]:
     base = Path(".")
     if not isinstance(source, dict):
         path = Path(source)
@@ -90,10 +108,19 @@ def load_params(source: str | Path | dict, notes: list[str] | None = None) -> di
         base = path.parent
     else:
         data = dict(source)
+    return data, base
+
+
+def load_params(source: str | Path | dict, notes: list[str] | None = None, with_lm: bool = False) -> dict:
+    """The parameters of a JSON file (or a dict), under the ``generate_music`` names, checked. ``notes``
+    collects what was ignored (``with_lm``: the LM and normalisation fields are not, see ``load_lm_params``)."""
+    data, base = _read(source)
     known = set(OFFICIAL_DEFAULTS) | set(EXTRA_DEFAULTS)
     params, ignored = {}, []
     for key, value in data.items():
         name = APP_NAMES.get(key, key) if key not in known else key
+        if key == PLAN_KEY or (with_lm and key in LM_DEFAULTS):
+            continue
         if key in APP_ONLY or key in RECORD_ONLY:
             ignored.append(key)
             continue
@@ -119,6 +146,38 @@ def load_params(source: str | Path | dict, notes: list[str] | None = None) -> di
     if notes is not None and ignored:
         notes.append(f"ignored (not generate_music parameters): {', '.join(sorted(ignored))}")
     return params
+
+
+def load_lm_params(source: str | Path | dict) -> tuple[dict, dict | None]:
+    """(the ``LM_DEFAULTS`` fields of a JSON file or dict over their official defaults, checked; the recorded
+    ``lm_plan`` or None)."""
+    data, _ = _read(source)
+    lm = dict(LM_DEFAULTS)
+    for key in LM_DEFAULTS:
+        if key not in data or data[key] is None:
+            continue
+        value = data[key]
+        if isinstance(LM_DEFAULTS[key], bool):
+            if not isinstance(value, bool):
+                raise ParamsError(key, f"expected true or false, not {json.dumps(value)}")
+        elif key in LM_FLOAT_KEYS:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ParamsError(key, f"expected a number, not {json.dumps(value)}")
+            value = float(value)
+        elif key == "lm_top_k":
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ParamsError(key, f"expected a whole number >= 0, not {json.dumps(value)}")
+        elif not isinstance(value, str):
+            raise ParamsError(key, f"expected text, not {json.dumps(value)}")
+        lm[key] = value
+    if lm["lm_temperature"] < 0:
+        raise ParamsError("lm_temperature", f"at least 0, not {lm['lm_temperature']}")
+    plan = data.get(PLAN_KEY)
+    if plan is not None and not (isinstance(plan, dict) and isinstance(plan.get("metadata", {}), dict)):
+        raise ParamsError(PLAN_KEY, 'expected the object generate --lm records ({"metadata": ..., ...})')
+    return lm, plan
 
 
 def batch_size(params: dict) -> int:

@@ -256,6 +256,16 @@ def reference_segments(audio: torch.Tensor, rng: random.Random) -> torch.Tensor 
     return torch.cat([audio[:, s : s + segment] for s in (front, middle, back)], dim=-1)
 
 
+def normalize_peak(audio: torch.Tensor, target_db: float = -1.0) -> torch.Tensor:
+    """Official ``audio_utils.normalize_audio`` (the end-to-end ``inference.generate_music``'s
+    ``enable_normalization``): the clip scaled to a peak of ``target_db`` dBFS; near silence (peak < 1e-6) as
+    is."""
+    peak = torch.max(torch.abs(audio))
+    if peak < 1e-6:
+        return audio
+    return audio.clone() * (10 ** (target_db / 20.0) / peak)
+
+
 def target_wav(duration: float) -> torch.Tensor:
     """Official ``create_target_wavs``: zeros [2, int(max(0.1, round(duration, 1)) * 48000)]."""
     return torch.zeros(2, int(max(0.1, round(duration, 1)) * SAMPLE_RATE))

@@ -899,6 +899,125 @@ class Planner:
         return result
 
 
+# --- The LM half of the official end-to-end inference.generate_music ------------------------------------------
+
+SKIP_LM_TASKS = ("cover", "repaint")  # official: these tasks never run the LM
+
+
+def _user_metadata(p: dict) -> dict | None:
+    """Official: the user's bpm / keyscale / timesignature / duration as the LM's ``user_metadata`` (bpm and
+    duration as ints; "N/A", empty and non-positive values left out)."""
+    meta: dict = {}
+    try:
+        if p.get("bpm") is not None and float(p["bpm"]) > 0:
+            meta["bpm"] = int(float(p["bpm"]))
+    except (TypeError, ValueError):
+        pass
+    for ours, theirs in (("key_scale", "keyscale"), ("time_signature", "timesignature")):
+        value = (p.get(ours) or "").strip()
+        if value and value.lower() != "n/a":
+            meta[theirs] = value
+    try:
+        if p.get("audio_duration") is not None and float(p["audio_duration"]) > 0:
+            meta["duration"] = int(float(p["audio_duration"]))
+    except (TypeError, ValueError):
+        pass
+    return meta or None
+
+
+def plan_kwargs(params: dict, lm: dict) -> dict | None:
+    """The ``generate_with_stop_condition`` keyword arguments the official ``inference.generate_music`` passes
+    for ``params`` (``generate_music`` names over ``pipeline.OFFICIAL_DEFAULTS``) and ``lm`` (the
+    ``inference.GenerationParams`` LM fields, ``params.LM_DEFAULTS``); None where it runs no LM (task cover or
+    repaint, or thinking and every use_cot_* off)."""
+    if params.get("task_type", "text2music") in SKIP_LM_TASKS:
+        return None
+    if not (lm["thinking"] or lm["use_cot_caption"] or lm["use_cot_language"] or lm["use_cot_metas"]):
+        return None
+    codes = params.get("audio_code_string") or ""
+    user_codes = (
+        any((c or "").strip() for c in codes) if isinstance(codes, list) else bool(str(codes).strip())
+    )
+    top_k, top_p = lm["lm_top_k"], lm["lm_top_p"]
+    return {
+        "caption": params.get("captions") or "",
+        "lyrics": params.get("lyrics") or "",
+        "infer_type": "llm_dit" if not user_codes and lm["thinking"] else "dit",
+        "temperature": lm["lm_temperature"],
+        "cfg_scale": lm["lm_cfg_scale"],
+        "negative_prompt": lm["lm_negative_prompt"],
+        "top_k": None if not top_k else int(top_k),
+        "top_p": None if not top_p or top_p >= 1.0 else top_p,
+        "target_duration": params.get("audio_duration"),
+        "user_metadata": _user_metadata(params),
+        "use_cot_caption": lm["use_cot_caption"],
+        "use_cot_language": lm["use_cot_language"],
+        "use_cot_metas": lm["use_cot_metas"],
+        "use_constrained_decoding": lm["use_constrained_decoding"],
+    }
+
+
+def apply_plan(params: dict, lm: dict, infer_type: str, metadata: dict, codes: str) -> dict:
+    """``params`` as the official ``inference.generate_music`` hands them to the DiT after the LM: the codes (for
+    ``llm_dit``), the missing bpm / key / time signature / duration from the LM's metadata, the LM caption with
+    ``use_cot_caption``. Official quirk kept: with ``use_cot_language`` it reads ``metadata["vocal_language"]``,
+    which ``parse_lm_output`` never writes (it writes ``language``), so the user's ``vocal_language`` stays."""
+    p = dict(params)
+    if infer_type == "llm_dit":
+        p["audio_code_string"] = codes
+    if metadata:
+        if p.get("bpm") is None and metadata.get("bpm") and metadata["bpm"] not in ("N/A", ""):
+            try:
+                p["bpm"] = int(metadata["bpm"])
+            except (TypeError, ValueError):
+                pass
+        if not p.get("key_scale") and metadata.get("keyscale") and metadata["keyscale"] != "N/A":
+            p["key_scale"] = metadata["keyscale"]
+        if (
+            not p.get("time_signature")
+            and metadata.get("timesignature")
+            and metadata["timesignature"] != "N/A"
+        ):
+            p["time_signature"] = metadata["timesignature"]
+        duration = p.get("audio_duration")
+        if duration is None or float(duration) <= 0:
+            value = metadata.get("duration", -1)
+            if value not in ("N/A", ""):
+                try:
+                    p["audio_duration"] = float(value)
+                except (TypeError, ValueError):
+                    pass
+    if lm["use_cot_caption"] and "caption" in metadata:
+        p["captions"] = metadata["caption"]
+    if lm["use_cot_language"] and "vocal_language" in metadata:  # never (the quirk above)
+        p["vocal_language"] = metadata["vocal_language"]
+    return p
+
+
+def plan_generation(
+    planner: Planner, params: dict, lm: dict, seed: int, progress: Progress | None = None,
+    interrupt: Interrupt | None = None,
+) -> tuple[dict, dict | None]:  # fmt: skip
+    """The LM half of the official ``inference.generate_music`` (batch 1): (the DiT's ``generate_music``
+    parameters, the plan ``{"infer_type", "metadata", "audio_codes", "cot_text", "time_costs"}`` or None where
+    no LM runs). ``seed`` seeds the LM's sampling: official batch-1 runs draw from torch's global RNG unseeded,
+    which ``global_seed`` stands for here (deliberate: a generator of its own, so the DiT's own global-RNG draws,
+    SDE renoising and VAE sampling, do not follow the LM's; with the turbo ODE on codes there are none)."""
+    kwargs = plan_kwargs(params, lm)
+    if kwargs is None:
+        return dict(params), None
+    out = planner.plan(**kwargs, seed=seed, progress=progress, interrupt=interrupt)
+    metadata, codes = out["metadata"], out["audio_codes"]
+    plan = {
+        "infer_type": kwargs["infer_type"],
+        "metadata": metadata,
+        "audio_codes": codes,
+        "cot_text": out.get("cot_text", ""),
+        "time_costs": {f"{k}_time": v.seconds for k, v in out["phases"].items()},
+    }
+    return apply_plan(params, lm, kwargs["infer_type"], metadata, codes), plan
+
+
 def load_planner(
     path: str | Path, device="cpu", dtype: torch.dtype = torch.float32, tokenizer: str | Path | None = None,
     max_duration: int | None = None, operations=None,
@@ -920,4 +1039,5 @@ __all__ = [
     "format_metadata_as_cot",
     "load_planner",
     "parse_lm_output",
+    "plan_generation",
 ]
