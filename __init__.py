@@ -23,12 +23,14 @@ WEB_DIRECTORY = "./js"
 if ComfyExtension is not None:
     from .nodes import NODES
     from .nodes.common import register_model_folders
+    from .nodes.legacy import legacy_nodes
 
     register_model_folders()
 
     class AceStepExtension(ComfyExtension):
         async def get_node_list(self) -> list[type[io.ComfyNode]]:
-            return list(NODES)
+            # the ids before 0.1 (AceStepLoadAudio, ...) as hidden aliases, so saved workflows still load
+            return [*NODES, *legacy_nodes(NODES)]
 
     async def comfy_entrypoint() -> AceStepExtension:
         return AceStepExtension()

@@ -1,14 +1,14 @@
-// Lyrics boxes of our nodes (a multiline widget named `lyrics` on any AceStep* node): structure tags ([verse],
-// [chorus], ...) highlighted as you type, and, on ACE-Step Check Lyrics after a run, each line's language, token
-// count and unknown tokens shown against the line, with a summary under the box.
+// Lyrics boxes of our nodes (a multiline widget named `lyrics` on a node of support.js NODE_IDS): structure
+// tags ([verse], [chorus], ...) highlighted as you type, and, on ACE-Step Check Lyrics after a run, each line's
+// language, token count and unknown tokens shown against the line, with a summary under the box.
 //
 // The highlight is a backdrop behind ComfyUI's own <textarea> (made transparent): the text stays a plain textarea
 // (typing, undo, copy work as usual) and the backdrop mirrors its lines with the tags marked.
 
 import { app } from '../../scripts/app.js';
-import { addStyle, firstMissing, sayOnce } from './support.js';
+import { addStyle, firstMissing, NODE_PREFIX, ourNodeId, sayOnce } from './support.js';
 
-const CHECK_NODE = 'AceStepLyricsCheck';
+const CHECK_NODE = `${NODE_PREFIX}LyricsCheck`;
 const TAG = /\[[^\]\n]{1,40}\]/g;
 const KINDS = ['verse', 'chorus', 'bridge', 'intro', 'outro', 'hook', 'inst']; // colour per kind, else "other"
 
@@ -185,10 +185,10 @@ function missingApi() {
 }
 
 const extension = {
-  name: 'AceStep.Lyrics',
+  name: 'AceStepFaithful.Lyrics',
   nodeCreated(node) {
-    const type = node.comfyClass ?? node.constructor?.comfyClass ?? '';
-    if (!type.startsWith('AceStep')) return;
+    const type = ourNodeId(node.comfyClass ?? node.constructor?.comfyClass);
+    if (!type) return;
     const widget = node.widgets?.find((w) => w.name === 'lyrics');
     if (!widget) return;
     const missing = missingApi();

@@ -31,3 +31,58 @@ export function forwardCanvasGestures(el, app) {
   el.addEventListener('pointermove', (e) => (e.buttons & 4) === 4 && canvas()?.processMouseMove?.(e));
   el.addEventListener('pointerup', (e) => e.button === 1 && canvas()?.processMouseUp?.(e));
 }
+
+// Our node ids, exactly (nodes/*.py `node_id=`): the frontend pieces hook these and no other pack's nodes.
+export const NODE_PREFIX = 'AceStepFaithful';
+export const NODE_IDS = new Set(
+  [
+    'LoadAudio',
+    'SaveAudio',
+    'PreviewAudio',
+    'EncodePrompt',
+    'Guider',
+    'SamplerSelect',
+    'Scheduler',
+    'Noise',
+    'EmptyLatent',
+    'EncodeAudio',
+    'DecodeLatent',
+    'MaskFromSeconds',
+    'ExtendLatent',
+    'DiTLoader',
+    'VAELoader',
+    'TextEncoderLoader',
+    'LyricTokenizerLoader',
+    'SpeakerLoader',
+    'CheckpointLoader',
+    'LoraLoader',
+    'LyricsCheck',
+    'Sampler',
+    'FlowEdit',
+    'AudioToImage',
+  ].map((name) => NODE_PREFIX + name),
+);
+
+// The same nodes' ids before 0.1 (AceStepLoadAudio, ...), which another pack uses too: old id -> our id.
+export const LEGACY_IDS = new Map([...NODE_IDS].map((id) => ['AceStep' + id.slice(NODE_PREFIX.length), id]));
+
+// python_module of every node definition the server sent (noteNodeDef): tells our aliases of the old ids from
+// another pack's nodes of the same id.
+const modules = new Map();
+
+export function noteNodeDef(nodeData) {
+  if (nodeData?.name) modules.set(nodeData.name, nodeData.python_module ?? '');
+}
+
+/** Whether the old id `type` is free or registered by this pack (our deprecated alias), not by another pack. */
+export function legacyIsOurs(type) {
+  if (!LEGACY_IDS.has(type)) return false;
+  if (!modules.has(type)) return true; // not registered at all: only our old workflows name it with our inputs
+  return modules.get(type) === modules.get(LEGACY_IDS.get(type));
+}
+
+/** Our id for a node type (`AceStepFaithfulLoadAudio`; our old alias `AceStepLoadAudio` too), else null. */
+export function ourNodeId(type) {
+  if (NODE_IDS.has(type)) return type;
+  return legacyIsOurs(type) ? LEGACY_IDS.get(type) : null;
+}

@@ -16,10 +16,10 @@ import { app } from '../../scripts/app.js';
 import { decode, Peaks } from './peaks.js';
 import { localPoint, RegionGestures, snapFrame } from './region_gestures.js';
 import * as R from './regions.js';
-import { addStyle, firstMissing, forwardCanvasGestures, sayOnce } from './support.js';
+import { addStyle, firstMissing, forwardCanvasGestures, NODE_PREFIX, ourNodeId, sayOnce } from './support.js';
 import * as D from './waveform_draw.js';
 
-const NODES = new Set(['AceStepLoadAudio', 'AceStepSaveAudio', 'AceStepPreviewAudio']);
+const NODES = new Set(['LoadAudio', 'SaveAudio', 'PreviewAudio'].map((name) => NODE_PREFIX + name));
 const WIDGET = 'waveform'; // our DOM widget's name
 
 const CSS = `
@@ -512,13 +512,13 @@ function attach(node) {
 }
 
 const extension = {
-  name: 'AceStep.Waveform',
+  name: 'AceStepFaithful.Waveform',
   setup() {
     const missing = missingApi();
     if (missing) sayOnce('waveform', OFF(missing));
   },
   nodeCreated(node) {
-    if (!NODES.has(node.comfyClass ?? node.constructor?.comfyClass)) return;
+    if (!NODES.has(ourNodeId(node.comfyClass ?? node.constructor?.comfyClass))) return;
     const missing = missingApi();
     if (missing) return sayOnce('waveform', OFF(missing));
     addStyle('acestep-waveform-style', CSS);

@@ -134,7 +134,7 @@ class AceStepLoadAudio(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepLoadAudio",
+            node_id="AceStepFaithfulLoadAudio",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="Loads an audio file from ComfyUI's input folder (upload one with the button), optionally "
@@ -342,7 +342,7 @@ class AceStepSaveAudio(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepSaveAudio",
+            node_id="AceStepFaithfulSaveAudio",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="Saves audio to ComfyUI's output folder as flac, wav, ogg or mp3, with the prompt, workflow "
@@ -385,7 +385,7 @@ class AceStepPreviewAudio(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepPreviewAudio",
+            node_id="AceStepFaithfulPreviewAudio",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="Plays audio in the browser (a temporary flac file, not kept in the output folder).",

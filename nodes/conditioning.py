@@ -148,7 +148,7 @@ class AceStepEncodePrompt(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepEncodePrompt",
+            node_id="AceStepFaithfulEncodePrompt",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="Encodes the style prompt (tags: genre, instruments, mood, BPM...) with UMT5 and tokenizes "

@@ -240,7 +240,7 @@ class AceStepGuider(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepGuider",
+            node_id="AceStepFaithfulGuider",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="The official ACE-Step guidance (APG, CFG or CFG-zero*, its guidance interval and ERG) as a "
@@ -404,7 +404,7 @@ class AceStepSamplerSelect(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepSamplerSelect",
+            node_id="AceStepFaithfulSamplerSelect",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="The official ACE-Step step rules (Euler and Heun with the omega mean shift, PingPong) as a "
@@ -444,7 +444,7 @@ class AceStepScheduler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepScheduler",
+            node_id="AceStepFaithfulScheduler",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="The official ACE-Step flow-matching schedule (shift 3, applied twice as the official "
@@ -533,7 +533,7 @@ class AceStepNoise(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepNoise",
+            node_id="AceStepFaithfulNoise",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="The official ACE-Step starting noise (as ACE-Step Sampler draws it: one generator per song, "

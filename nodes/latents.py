@@ -59,7 +59,7 @@ class AceStepEmptyLatent(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepEmptyLatent",
+            node_id="AceStepFaithfulEmptyLatent",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="An empty (zero) ACE-Step latent of a duration: the seconds given, or the length of a "
@@ -141,7 +141,7 @@ class AceStepEncodeAudio(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepEncodeAudio",
+            node_id="AceStepFaithfulEncodeAudio",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="Encodes audio (any sample rate, mono or stereo) into an ACE-Step latent with the music "
@@ -173,7 +173,7 @@ class AceStepDecodeLatent(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepDecodeLatent",
+            node_id="AceStepFaithfulDecodeLatent",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="Decodes an ACE-Step latent to stereo audio (music DCAE + vocoder), as the official pipeline "
@@ -335,7 +335,7 @@ class AceStepMaskFromSeconds(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepMaskFromSeconds",
+            node_id="AceStepFaithfulMaskFromSeconds",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="A time mask over a latent: 1 in the given ranges (what to regenerate, e.g. for repaint), "
@@ -397,7 +397,7 @@ class AceStepExtendLatent(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepExtendLatent",
+            node_id="AceStepFaithfulExtendLatent",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="Pads a latent with new frames before and/or after it, and gives the mask of the new part "

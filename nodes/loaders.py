@@ -158,7 +158,7 @@ class AceStepDiTLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepDiTLoader",
+            node_id="AceStepFaithfulDiTLoader",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="Loads ACE-Step's diffusion transformer (with its lyric encoder) from any layout.",
@@ -185,7 +185,7 @@ class AceStepVAELoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepVAELoader",
+            node_id="AceStepFaithfulVAELoader",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="Loads ACE-Step's music DCAE and its vocoder: audio <-> latents.",
@@ -222,7 +222,7 @@ class AceStepTextEncoderLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepTextEncoderLoader",
+            node_id="AceStepFaithfulTextEncoderLoader",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="Loads the UMT5 text encoder that reads the style prompt, with its tokenizer.",
@@ -248,7 +248,7 @@ class AceStepLyricTokenizerLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepLyricTokenizerLoader",
+            node_id="AceStepFaithfulLyricTokenizerLoader",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="The multilingual lyric tokenizer (VoiceBPE vocabulary) that turns lyrics into the ids the "
@@ -288,7 +288,7 @@ class AceStepSpeakerLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepSpeakerLoader",
+            node_id="AceStepFaithfulSpeakerLoader",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="The DiT's speaker input. The official release has no speaker encoder and feeds zeros; a "
@@ -370,7 +370,7 @@ class AceStepCheckpointLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepCheckpointLoader",
+            node_id="AceStepFaithfulCheckpointLoader",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="Loads every part from ComfyUI's all-in-one ace_step_v1_3.5b.safetensors or the official "

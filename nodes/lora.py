@@ -60,7 +60,7 @@ class AceStepLoraLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepLoraLoader",
+            node_id="AceStepFaithfulLoraLoader",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="Applies an ACE-Step LoRA (e.g. the official Chinese rap LoRA) to the DiT at a strength, "

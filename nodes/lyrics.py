@@ -40,7 +40,7 @@ class AceStepLyricsCheck(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepLyricsCheck",
+            node_id="AceStepFaithfulLyricsCheck",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="Shows, for each lyric line, the language the tokenizer reads it as and how many of its "

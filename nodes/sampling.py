@@ -234,7 +234,7 @@ class AceStepSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepSampler",
+            node_id="AceStepFaithfulSampler",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="The official ACE-Step sampler. text2music from an empty latent; with a mask: repaint the "
@@ -414,7 +414,7 @@ class AceStepFlowEdit(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepFlowEdit",
+            node_id="AceStepFaithfulFlowEdit",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="The official flow-edit: changes a song (its latent) from what its own prompt and lyrics "

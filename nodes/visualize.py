@@ -106,7 +106,7 @@ class AceStepAudioToImage(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AceStepAudioToImage",
+            node_id="AceStepFaithfulAudioToImage",
             display_name=cls.TITLE,
             category=CATEGORY,
             description="Draws any audio as a picture: its waveform, or its log-mel spectrogram (time left to right, "

@@ -519,7 +519,7 @@ def frontend(comfy: Comfy):
             page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
             page.goto(comfy.url + "/")
             page.wait_for_function(
-                "() => window.app?.graph && window.LiteGraph?.registered_node_types?.AceStepLoadAudio"
+                "() => window.app?.graph && window.LiteGraph?.registered_node_types?.AceStepFaithfulLoadAudio"
                 " && app.api.clientId",  # node types registered, websocket connected
                 timeout=120_000,
             )

@@ -50,27 +50,30 @@ def base(comfy) -> dict:
     """The official folder's parts, a prompt and a 1 s empty latent: what the nodes under test are fed from (ComfyUI
     runs only what a prompt's output needs, and keeps what it ran for the next prompt)."""
     return {
-        "ckpt": {"type": "AceStepCheckpointLoader", "widgets": {"ckpt_name": comfy.models["official"]}},
+        "ckpt": {
+            "type": "AceStepFaithfulCheckpointLoader",
+            "widgets": {"ckpt_name": comfy.models["official"]},
+        },
         "enc": {
-            "type": "AceStepEncodePrompt",
+            "type": "AceStepFaithfulEncodePrompt",
             "widgets": {"prompt": "pop", "lyrics": LYRICS},
             "inputs": {
                 "text_encoder": ["ckpt", "text_encoder"],
                 "lyric_tokenizer": ["ckpt", "lyric_tokenizer"],
             },
         },
-        "lat": {"type": "AceStepEmptyLatent", "widgets": {"seconds": 1.0}},
+        "lat": {"type": "AceStepFaithfulEmptyLatent", "widgets": {"seconds": 1.0}},
     }
 
 
 # node type -> (its inputs from ``base``, widgets it needs, the output to preview)
 FEEDS = {
-    "AceStepSampler": (
+    "AceStepFaithfulSampler": (
         {"dit": ["ckpt", "dit"], "conditioning": ["enc", "conditioning"], "latent": ["lat", "latent"]},
         {"steps": 1},
         "latent",
     ),
-    "AceStepFlowEdit": (
+    "AceStepFaithfulFlowEdit": (
         {
             "dit": ["ckpt", "dit"],
             "conditioning": ["enc", "conditioning"],
@@ -80,29 +83,29 @@ FEEDS = {
         {"steps": 1},
         "latent",
     ),
-    "AceStepGuider": ({"dit": ["ckpt", "dit"], "positive": ["enc", "conditioning"]}, {}, "guider"),
-    "AceStepSamplerSelect": ({}, {}, "sampler"),
-    "AceStepScheduler": ({}, {}, "sigmas"),
-    "AceStepEmptyLatent": ({}, {}, "latent"),
-    "AceStepMaskFromSeconds": ({"latent": ["lat", "latent"]}, {"ranges": "0-0.5"}, "mask"),
-    "AceStepExtendLatent": ({"latent": ["lat", "latent"]}, {}, "latent"),
-    "AceStepLoadAudio": ({}, {"audio": "tone.wav"}, "audio"),
-    "AceStepLoraLoader": ({"dit": ["ckpt", "dit"]}, {}, "dit"),
-    "AceStepEncodePrompt": (
+    "AceStepFaithfulGuider": ({"dit": ["ckpt", "dit"], "positive": ["enc", "conditioning"]}, {}, "guider"),
+    "AceStepFaithfulSamplerSelect": ({}, {}, "sampler"),
+    "AceStepFaithfulScheduler": ({}, {}, "sigmas"),
+    "AceStepFaithfulEmptyLatent": ({}, {}, "latent"),
+    "AceStepFaithfulMaskFromSeconds": ({"latent": ["lat", "latent"]}, {"ranges": "0-0.5"}, "mask"),
+    "AceStepFaithfulExtendLatent": ({"latent": ["lat", "latent"]}, {}, "latent"),
+    "AceStepFaithfulLoadAudio": ({}, {"audio": "tone.wav"}, "audio"),
+    "AceStepFaithfulLoraLoader": ({"dit": ["ckpt", "dit"]}, {}, "dit"),
+    "AceStepFaithfulEncodePrompt": (
         {"text_encoder": ["ckpt", "text_encoder"], "lyric_tokenizer": ["ckpt", "lyric_tokenizer"]},
         {},
         "conditioning",
     ),
-    "AceStepLyricsCheck": ({"lyric_tokenizer": ["ckpt", "lyric_tokenizer"]}, {}, "report"),
-    "AceStepDecodeLatent": ({"latent": ["lat", "latent"], "vae": ["ckpt", "vae"]}, {}, "audio"),
-    "AceStepEncodeAudio": ({"vae": ["ckpt", "vae"]}, {}, "latent"),
+    "AceStepFaithfulLyricsCheck": ({"lyric_tokenizer": ["ckpt", "lyric_tokenizer"]}, {}, "report"),
+    "AceStepFaithfulDecodeLatent": ({"latent": ["lat", "latent"], "vae": ["ckpt", "vae"]}, {}, "audio"),
+    "AceStepFaithfulEncodeAudio": ({"vae": ["ckpt", "vae"]}, {}, "latent"),
 }
 
 
 def one(comfy, node: str, widgets: dict | None = None, inputs: dict | None = None, extra: dict | None = None):
     """``node`` (id "x") fed from ``base`` as in ``FEEDS``, with ``widgets`` and ``inputs`` on top, previewed."""
     links, needs, output = FEEDS.get(node, ({}, {}, None))
-    if node == "AceStepLoraLoader":
+    if node == "AceStepFaithfulLoraLoader":
         needs = {"lora_name": lora_option(comfy)}
     nodes = {
         **base(comfy),
@@ -116,12 +119,12 @@ def one(comfy, node: str, widgets: dict | None = None, inputs: dict | None = Non
 
 def loader(node: str, input: str, value: str) -> dict:
     out = {
-        "AceStepCheckpointLoader": "dit",
-        "AceStepDiTLoader": "dit",
-        "AceStepVAELoader": "vae",
-        "AceStepTextEncoderLoader": "text_encoder",
-        "AceStepLyricTokenizerLoader": "lyric_tokenizer",
-        "AceStepSpeakerLoader": "speaker",
+        "AceStepFaithfulCheckpointLoader": "dit",
+        "AceStepFaithfulDiTLoader": "dit",
+        "AceStepFaithfulVAELoader": "vae",
+        "AceStepFaithfulTextEncoderLoader": "text_encoder",
+        "AceStepFaithfulLyricTokenizerLoader": "lyric_tokenizer",
+        "AceStepFaithfulSpeakerLoader": "speaker",
     }[node]
     return {
         "x": {"type": node, "widgets": {input: value}},
@@ -131,7 +134,7 @@ def loader(node: str, input: str, value: str) -> dict:
 
 def load_audio(file: str, **widgets) -> dict:
     return {
-        "x": {"type": "AceStepLoadAudio", "widgets": {"audio": file, **widgets}},
+        "x": {"type": "AceStepFaithfulLoadAudio", "widgets": {"audio": file, **widgets}},
         "out": {"type": "PreviewAny", "inputs": {"source": ["x", "audio"]}},
     }
 
@@ -216,8 +219,8 @@ def said(run) -> str:
 
 def answers_next(comfy) -> None:
     nodes = {
-        "1": {"type": "AceStepLyricTokenizerLoader"},
-        "2": {"type": "AceStepLyricsCheck", "inputs": {"lyric_tokenizer": ["1", "lyric_tokenizer"]}},
+        "1": {"type": "AceStepFaithfulLyricTokenizerLoader"},
+        "2": {"type": "AceStepFaithfulLyricsCheck", "inputs": {"lyric_tokenizer": ["1", "lyric_tokenizer"]}},
     }
     run = comfy.run(nodes)
     assert run.ok, f"the server did not run the next prompt: {run}"
@@ -241,19 +244,19 @@ def test_nan_settings_are_refused_by_the_node_they_enter(comfy, input, feed):
     convert float NaN to integer"). Now the sampler refuses them before it samples."""
     mask = {
         "m": {
-            "type": "AceStepMaskFromSeconds",
+            "type": "AceStepFaithfulMaskFromSeconds",
             "widgets": {"ranges": "0-0.5"},
             "inputs": {"latent": ["lat", "latent"]},
         }
     }
-    nodes = one(comfy, "AceStepSampler", {input: NAN}, feed, extra=mask)
+    nodes = one(comfy, "AceStepFaithfulSampler", {input: NAN}, feed, extra=mask)
     nodes["dec"] = {
-        "type": "AceStepDecodeLatent",
+        "type": "AceStepFaithfulDecodeLatent",
         "inputs": {"latent": ["x", "latent"], "vae": ["ckpt", "vae"]},
     }
     nodes["out"] = {"type": "PreviewAny", "inputs": {"source": ["dec", "audio"]}}
     message = assert_refused(
-        comfy, Bad(input, nodes, "AceStepSampler", input, ("= nan", "not a number (NaN)"))
+        comfy, Bad(input, nodes, "AceStepFaithfulSampler", input, ("= nan", "not a number (NaN)"))
     )
     assert "Give a number from" in message
 
@@ -262,16 +265,16 @@ def test_nan_and_out_of_range_over_a_link(comfy):
     """A value from another node skips ComfyUI's min/max entirely: the node's own check says what it takes."""
     bad = Bad(
         "linked",
-        one(comfy, "AceStepSampler", inputs={"guidance_scale": ["num", 0]}, extra=linked(5000.0)),
-        "AceStepSampler",
+        one(comfy, "AceStepFaithfulSampler", inputs={"guidance_scale": ["num", 0]}, extra=linked(5000.0)),
+        "AceStepFaithfulSampler",
         "guidance_scale",
         ("5000.0", "from 0 to 200"),
     )
     assert_refused(comfy, bad)
-    bad.nodes = one(comfy, "AceStepEmptyLatent", inputs={"fps": ["num", 0]}, extra=linked(NAN))
+    bad.nodes = one(comfy, "AceStepFaithfulEmptyLatent", inputs={"fps": ["num", 0]}, extra=linked(NAN))
     bad.nodes["x"]["inputs"]["images"] = ["img", 0]
     bad.nodes["img"] = {"type": "EmptyImage", "widgets": {"width": 8, "height": 8, "batch_size": 4}}
-    bad.node, bad.input, bad.words = "AceStepEmptyLatent", "fps", ("nan", "NaN")
+    bad.node, bad.input, bad.words = "AceStepFaithfulEmptyLatent", "fps", ("nan", "NaN")
     assert_refused(comfy, bad)
 
 
@@ -287,7 +290,11 @@ def test_nan_and_out_of_range_over_a_link(comfy):
 def test_unreadable_audio_says_what_the_file_is(comfy, kind, says):
     file = BAD_AUDIO[kind]
     bad = Bad(
-        kind, load_audio(file), "AceStepLoadAudio", "audio", (file, says, "expected an audio file (wav")
+        kind,
+        load_audio(file),
+        "AceStepFaithfulLoadAudio",
+        "audio",
+        (file, says, "expected an audio file (wav"),
     )
     assert_refused(comfy, bad)
 
@@ -303,7 +310,10 @@ def test_unreadable_audio_says_what_the_file_is(comfy, kind, says):
 )
 def test_broken_safetensors_say_what_the_file_is(comfy, kind, says):
     file = comfy.bad_models[kind]
-    for node, input in (("AceStepCheckpointLoader", "ckpt_name"), ("AceStepVAELoader", "vae_name")):
+    for node, input in (
+        ("AceStepFaithfulCheckpointLoader", "ckpt_name"),
+        ("AceStepFaithfulVAELoader", "vae_name"),
+    ):
         words = (file, says, "A .safetensors weights file was expected", "download or copy it again")
         assert_refused(comfy, Bad(kind, loader(node, input, file), node, input, words))
 
@@ -313,21 +323,27 @@ def test_a_dit_of_another_width_without_config_says_how_to_give_its_head_split(c
     words = (file, "32 wide, not the released 2560", "cannot be read from the tensors", "config.json")
     assert_refused(
         comfy,
-        Bad("narrow", loader("AceStepDiTLoader", "dit_name", file), "AceStepDiTLoader", "dit_name", words),
+        Bad(
+            "narrow",
+            loader("AceStepFaithfulDiTLoader", "dit_name", file),
+            "AceStepFaithfulDiTLoader",
+            "dit_name",
+            words,
+        ),
     )
     # as the message says: the same weights with their config.json in a folder of their own load
-    run = comfy.run(loader("AceStepDiTLoader", "dit_name", comfy.bad_models["narrow_dit_folder"]))
+    run = comfy.run(loader("AceStepFaithfulDiTLoader", "dit_name", comfy.bad_models["narrow_dit_folder"]))
     assert run.ok, run
 
 
 def test_lyrics_longer_than_the_model_takes_are_refused_before_anything_runs(comfy):
     info = comfy.get("/object_info")
-    for node in ("AceStepEncodePrompt", "AceStepLyricsCheck"):
+    for node in ("AceStepFaithfulEncodePrompt", "AceStepFaithfulLyricsCheck"):
         assert "At most 4096 lyric tokens" in info[node]["input"]["required"]["lyrics"][1]["tooltip"]
     # 50,000 characters (57.6 GB of attention in the lyric encoder): refused at once, without tokenizing them
     huge = "[verse]\n" + "la la la la\n" * 4200
     start = time.monotonic()
-    for node in ("AceStepEncodePrompt", "AceStepLyricsCheck"):
+    for node in ("AceStepFaithfulEncodePrompt", "AceStepFaithfulLyricsCheck"):
         words = (f"{7 + 4200 * 11:,} characters", "at most 4096 lyric tokens", "'[verse]\\nla la la")
         assert_refused(comfy, Bad("huge", one(comfy, node, {"lyrics": huge}), node, "lyrics", words))
     assert time.monotonic() - start < 20
@@ -338,14 +354,14 @@ def test_lyrics_longer_than_the_model_takes_are_refused_before_anything_runs(com
         comfy,
         Bad(
             "long",
-            one(comfy, "AceStepEncodePrompt", {"lyrics": long}),
-            "AceStepEncodePrompt",
+            one(comfy, "AceStepFaithfulEncodePrompt", {"lyrics": long}),
+            "AceStepFaithfulEncodePrompt",
             "lyrics",
             words,
         ),
     )
     # Check Lyrics reports such lyrics (its job) with the count against the limit
-    run = comfy.run(one(comfy, "AceStepLyricsCheck", {"lyrics": long}))
+    run = comfy.run(one(comfy, "AceStepFaithfulLyricsCheck", {"lyrics": long}))
     assert run.ok, run
     (report,) = run.outputs["x"]["text"]
     assert "tokens of at most 4096 (too long" in report.splitlines()[0]
@@ -360,13 +376,17 @@ def test_a_file_cut_short_is_refused_where_it_enters(comfy):
         "0.5 s or more",
         "its header announces 3.00 s",
     )
-    assert_refused(comfy, Bad("truncated", load_audio(file), "AceStepLoadAudio", "audio", words))
+    assert_refused(comfy, Bad("truncated", load_audio(file), "AceStepFaithfulLoadAudio", "audio", words))
     short = BAD_AUDIO["short"]
-    assert_refused(comfy, Bad("short", load_audio(short), "AceStepLoadAudio", "audio", (short, "only 0.2 s")))
+    assert_refused(
+        comfy, Bad("short", load_audio(short), "AceStepFaithfulLoadAudio", "audio", (short, "only 0.2 s"))
+    )
     # ComfyUI's own Load Audio passes it on: ACE-Step Audio to Latent refuses it
-    nodes = one(comfy, "AceStepEncodeAudio", inputs={"audio": ["core", 0]})
+    nodes = one(comfy, "AceStepFaithfulEncodeAudio", inputs={"audio": ["core", 0]})
     nodes["core"] = {"type": "LoadAudio", "widgets": {"audio": file}}
-    assert_refused(comfy, Bad("core", nodes, "AceStepEncodeAudio", "audio", ("AUDIO", "only 0.00059 s")))
+    assert_refused(
+        comfy, Bad("core", nodes, "AceStepFaithfulEncodeAudio", "audio", ("AUDIO", "only 0.00059 s"))
+    )
 
 
 # --- the battery -----------------------------------------------------------------------------------------------------
@@ -375,7 +395,12 @@ def test_a_file_cut_short_is_refused_where_it_enters(comfy):
 def every_float_input(comfy) -> list[tuple[str, str]]:
     """(node type, input) for every FLOAT input of every node of ours, as the server lists them."""
     info = comfy.get("/object_info")
-    ours = {k: v for k, v in info.items() if v.get("python_module", "").endswith("comfyui-acestep")}
+    ours = {
+        k: v
+        for k, v in info.items()
+        if v.get("python_module", "").endswith("comfyui-acestep")
+        and not v.get("deprecated")  # not the old ids
+    }
     return sorted(
         (name, input)
         for name, node in ours.items()
@@ -398,59 +423,59 @@ def battery(comfy) -> list[Bad]:
         add(f"{node}.{input}=NaN", one(comfy, node, {input: NAN}), node, input, "= nan", "NaN")
     add(
         "nan as text",
-        one(comfy, "AceStepSampler", {"omega_scale": "nan"}),
-        "AceStepSampler",
+        one(comfy, "AceStepFaithfulSampler", {"omega_scale": "nan"}),
+        "AceStepFaithfulSampler",
         "omega_scale",
         "nan",
     )
     for node, input, value in (
-        ("AceStepSampler", "guidance_scale", INF),
-        ("AceStepEmptyLatent", "seconds", -INF),
-        ("AceStepLoraLoader", "strength", INF),
-        ("AceStepScheduler", "denoise", 2.0),
-        ("AceStepExtendLatent", "right_seconds", -1.0),
+        ("AceStepFaithfulSampler", "guidance_scale", INF),
+        ("AceStepFaithfulEmptyLatent", "seconds", -INF),
+        ("AceStepFaithfulLoraLoader", "strength", INF),
+        ("AceStepFaithfulScheduler", "denoise", 2.0),
+        ("AceStepFaithfulExtendLatent", "right_seconds", -1.0),
     ):
         add(f"{node}.{input}={value}", one(comfy, node, {input: value}), node, input, by_comfyui=True)
     for node, input, value, words in (
-        ("AceStepSampler", "guidance_scale", 1e12, ("1000000000000.0", "from 0 to 200")),
-        ("AceStepSampler", "omega_scale", -1e9, ("from -100 to 100",)),
-        ("AceStepSampler", "retake_variance", 2.0, ("2.0", "from 0 to 1")),
-        ("AceStepSampler", "reference_strength", 1.0, ("1.0", "from 0 to 0.99")),
-        ("AceStepEmptyLatent", "seconds", 0.0, ("0.0", "from 0.1 to 1000")),
-        ("AceStepLoraLoader", "strength", 1e6, ("from -10 to 10",)),
-        ("AceStepMaskFromSeconds", "soft_edge", -1.0, ("-1.0",)),
-        ("AceStepScheduler", "denoise", NAN, ("nan",)),
-        ("AceStepLoadAudio", "start_seconds", -3.0, ("-3.0",)),
-        ("AceStepSamplerSelect", "omega_scale", 1e15, ("1000000000000000.0",)),
+        ("AceStepFaithfulSampler", "guidance_scale", 1e12, ("1000000000000.0", "from 0 to 200")),
+        ("AceStepFaithfulSampler", "omega_scale", -1e9, ("from -100 to 100",)),
+        ("AceStepFaithfulSampler", "retake_variance", 2.0, ("2.0", "from 0 to 1")),
+        ("AceStepFaithfulSampler", "reference_strength", 1.0, ("1.0", "from 0 to 0.99")),
+        ("AceStepFaithfulEmptyLatent", "seconds", 0.0, ("0.0", "from 0.1 to 1000")),
+        ("AceStepFaithfulLoraLoader", "strength", 1e6, ("from -10 to 10",)),
+        ("AceStepFaithfulMaskFromSeconds", "soft_edge", -1.0, ("-1.0",)),
+        ("AceStepFaithfulScheduler", "denoise", NAN, ("nan",)),
+        ("AceStepFaithfulLoadAudio", "start_seconds", -3.0, ("-3.0",)),
+        ("AceStepFaithfulSamplerSelect", "omega_scale", 1e15, ("1000000000000000.0",)),
     ):
         nodes = one(comfy, node, inputs={input: ["num", 0]}, extra=linked(value))
         add(f"{node}.{input}<-{value}", nodes, node, input, *words)
     for input, value in (("steps", "many"), ("steps", NAN), ("seed", -1), ("steps", 0)):
         add(
             f"sampler {input}={value}",
-            one(comfy, "AceStepSampler", {input: value}),
-            "AceStepSampler",
+            one(comfy, "AceStepFaithfulSampler", {input: value}),
+            "AceStepFaithfulSampler",
             input,
             by_comfyui=True,
         )
     add(
         "oss_steps 0",
-        one(comfy, "AceStepSampler", {"oss_steps": "0, 4"}),
-        "AceStepSampler",
+        one(comfy, "AceStepFaithfulSampler", {"oss_steps": "0, 4"}),
+        "AceStepFaithfulSampler",
         "oss_steps",
         "outside 1..1000",
     )
     add(
         "oss_steps words",
-        one(comfy, "AceStepScheduler", {"oss_steps": "ten"}),
-        "AceStepScheduler",
+        one(comfy, "AceStepFaithfulScheduler", {"oss_steps": "ten"}),
+        "AceStepFaithfulScheduler",
         "oss_steps",
         "ten",
     )
     add(
         "n_min > n_max",
-        one(comfy, "AceStepFlowEdit", {"n_min": 0.9, "n_max": 0.1}),
-        "AceStepFlowEdit",
+        one(comfy, "AceStepFaithfulFlowEdit", {"n_min": 0.9, "n_max": 0.1}),
+        "AceStepFaithfulFlowEdit",
         "n_min",
         "0.9",
     )
@@ -458,12 +483,12 @@ def battery(comfy) -> list[Bad]:
         "fps tiny",
         one(
             comfy,
-            "AceStepEmptyLatent",
+            "AceStepFaithfulEmptyLatent",
             {"fps": 0.01},
             {"images": ["img", 0]},
             extra={"img": {"type": "EmptyImage", "widgets": {"width": 8, "height": 8, "batch_size": 30}}},
         ),
-        "AceStepEmptyLatent",
+        "AceStepFaithfulEmptyLatent",
         "fps",
         "0.01",
         "1000 s",
@@ -478,15 +503,15 @@ def battery(comfy) -> list[Bad]:
     ):
         add(
             f"ranges {text!r}",
-            one(comfy, "AceStepMaskFromSeconds", {"ranges": text}),
-            "AceStepMaskFromSeconds",
+            one(comfy, "AceStepFaithfulMaskFromSeconds", {"ranges": text}),
+            "AceStepFaithfulMaskFromSeconds",
             "ranges",
             says,
         )
     add(
         "regions past the end",
         load_audio("tone.wav", regions="1-9"),
-        "AceStepLoadAudio",
+        "AceStepFaithfulLoadAudio",
         "regions",
         "1-9",
         "past the end",
@@ -497,41 +522,47 @@ def battery(comfy) -> list[Bad]:
         add(
             f"audio {kind}",
             load_audio(BAD_AUDIO[kind]),
-            "AceStepLoadAudio",
+            "AceStepFaithfulLoadAudio",
             "audio",
             BAD_AUDIO[kind],
             "expected an audio file",
         )
-    add("audio truncated", load_audio(BAD_AUDIO["truncated"]), "AceStepLoadAudio", "audio", "cut short")
-    add("audio short", load_audio(BAD_AUDIO["short"]), "AceStepLoadAudio", "audio", "only 0.2 s")
-    add("audio NaN", load_audio("nan.wav"), "AceStepLoadAudio", "audio", "nan.wav", "NaN")
-    add("audio empty", load_audio("empty.wav"), "AceStepLoadAudio", "audio", "empty.wav", "empty")
+    add(
+        "audio truncated",
+        load_audio(BAD_AUDIO["truncated"]),
+        "AceStepFaithfulLoadAudio",
+        "audio",
+        "cut short",
+    )
+    add("audio short", load_audio(BAD_AUDIO["short"]), "AceStepFaithfulLoadAudio", "audio", "only 0.2 s")
+    add("audio NaN", load_audio("nan.wav"), "AceStepFaithfulLoadAudio", "audio", "nan.wav", "NaN")
+    add("audio empty", load_audio("empty.wav"), "AceStepFaithfulLoadAudio", "audio", "empty.wav", "empty")
     add(
         "audio past its end",
         load_audio("tone.wav", start_seconds=60.0),
-        "AceStepLoadAudio",
+        "AceStepFaithfulLoadAudio",
         "audio",
         "nothing to read from 60 s",
     )
     add(
         "audio missing",
         load_audio("no_such_song.wav"),
-        "AceStepLoadAudio",
+        "AceStepFaithfulLoadAudio",
         "audio",
         "no_such_song.wav",
         by_comfyui=True,
     )
     five = one(
         comfy,
-        "AceStepEncodeAudio",
+        "AceStepFaithfulEncodeAudio",
         inputs={"audio": ["a", "audio"]},
-        extra={"a": {"type": "AceStepLoadAudio", "widgets": {"audio": BAD_AUDIO["channels"]}}},
+        extra={"a": {"type": "AceStepFaithfulLoadAudio", "widgets": {"audio": BAD_AUDIO["channels"]}}},
     )
-    add("audio 5 channels", five, "AceStepEncodeAudio", "audio", "5 channels")
+    add("audio 5 channels", five, "AceStepFaithfulEncodeAudio", "audio", "5 channels")
     add(
         "the canary as audio",
         load_audio("canary.txt [output]"),
-        "AceStepLoadAudio",
+        "AceStepFaithfulLoadAudio",
         "audio",
         "canary.txt",
         "a text file",
@@ -547,7 +578,7 @@ def battery(comfy) -> list[Bad]:
         add(
             f"audio {name}",
             load_audio(name),
-            "AceStepLoadAudio",
+            "AceStepFaithfulLoadAudio",
             "audio",
             "outside ComfyUI's input folder",
             by_comfyui=True,
@@ -560,33 +591,33 @@ def battery(comfy) -> list[Bad]:
     ):
         nodes = one(
             comfy,
-            "AceStepSaveAudio",
+            "AceStepFaithfulSaveAudio",
             {"filename_prefix": prefix},
             {"audio": ["a", "audio"]},
-            extra={"a": {"type": "AceStepLoadAudio", "widgets": {"audio": "tone.wav"}}},
+            extra={"a": {"type": "AceStepFaithfulLoadAudio", "widgets": {"audio": "tone.wav"}}},
         )
         add(
             f"save {prefix}",
             nodes,
-            "AceStepSaveAudio",
+            "AceStepFaithfulSaveAudio",
             "filename_prefix",
             prefix,
             "outside ComfyUI's output folder",
         )
     # (ComfyUI checks no V3 combo value against its list: the names reach the loaders, which look inside)
     for node, input, value in (
-        ("AceStepCheckpointLoader", "ckpt_name", "checkpoints/../../../etc/passwd"),
-        ("AceStepDiTLoader", "dit_name", "acestep/../../comfyui.log"),
-        ("AceStepVAELoader", "vae_name", "/etc/passwd"),
-        ("AceStepSpeakerLoader", "embedding", "../../comfyui.log"),
-        ("AceStepLyricTokenizerLoader", "vocab", "acestep/../../../etc/passwd"),
+        ("AceStepFaithfulCheckpointLoader", "ckpt_name", "checkpoints/../../../etc/passwd"),
+        ("AceStepFaithfulDiTLoader", "dit_name", "acestep/../../comfyui.log"),
+        ("AceStepFaithfulVAELoader", "vae_name", "/etc/passwd"),
+        ("AceStepFaithfulSpeakerLoader", "embedding", "../../comfyui.log"),
+        ("AceStepFaithfulLyricTokenizerLoader", "vocab", "acestep/../../../etc/passwd"),
     ):
         add(f"{input} {value}", loader(node, input, value), node, input, value, "no such")
     lora = "../checkpoints/ace_step_v1_3.5b.safetensors"
     add(
         "lora ../",
-        one(comfy, "AceStepLoraLoader", {"lora_name": lora}),
-        "AceStepLoraLoader",
+        one(comfy, "AceStepFaithfulLoraLoader", {"lora_name": lora}),
+        "AceStepFaithfulLoraLoader",
         "lora_name",
         lora,
         "no such",
@@ -597,8 +628,8 @@ def battery(comfy) -> list[Bad]:
     ):
         add(
             f"vocab_path {path}",
-            loader("AceStepLyricTokenizerLoader", "vocab_path", path),
-            "AceStepLyricTokenizerLoader",
+            loader("AceStepFaithfulLyricTokenizerLoader", "vocab_path", path),
+            "AceStepFaithfulLyricTokenizerLoader",
             "vocab_path",
             path,
             says,
@@ -612,8 +643,8 @@ def battery(comfy) -> list[Bad]:
         ("text", "a text file"),
     ):
         for node, input in (
-            ("AceStepDiTLoader", "dit_name"),
-            ("AceStepTextEncoderLoader", "text_encoder_name"),
+            ("AceStepFaithfulDiTLoader", "dit_name"),
+            ("AceStepFaithfulTextEncoderLoader", "text_encoder_name"),
         ):
             add(
                 f"{node} {kind}",
@@ -626,51 +657,51 @@ def battery(comfy) -> list[Bad]:
             )
     add(
         "partial DiT",
-        loader("AceStepDiTLoader", "dit_name", bad_m["partial_dit"]),
-        "AceStepDiTLoader",
+        loader("AceStepFaithfulDiTLoader", "dit_name", bad_m["partial_dit"]),
+        "AceStepFaithfulDiTLoader",
         "dit_name",
         "lacks the tensor 't_block.1.weight'",
     )
     add(
         "narrow DiT",
-        loader("AceStepDiTLoader", "dit_name", bad_m["narrow_dit"]),
-        "AceStepDiTLoader",
+        loader("AceStepFaithfulDiTLoader", "dit_name", bad_m["narrow_dit"]),
+        "AceStepFaithfulDiTLoader",
         "dit_name",
         "cannot be read from the tensors",
     )
     add(
         "SD VAE",
-        loader("AceStepVAELoader", "vae_name", m["not_acestep"]),
-        "AceStepVAELoader",
+        loader("AceStepFaithfulVAELoader", "vae_name", m["not_acestep"]),
+        "AceStepFaithfulVAELoader",
         "vae_name",
         "not an ACE-Step file",
     )
     add(
         "VAE as DiT",
-        loader("AceStepDiTLoader", "dit_name", m["vae_as_dit"]),
-        "AceStepDiTLoader",
+        loader("AceStepFaithfulDiTLoader", "dit_name", m["vae_as_dit"]),
+        "AceStepFaithfulDiTLoader",
         "dit_name",
         "it holds: dcae, vocoder",
     )
     add(
         "DiT as text encoder",
-        loader("AceStepTextEncoderLoader", "text_encoder_name", bad_m["narrow_dit_folder"]),
-        "AceStepTextEncoderLoader",
+        loader("AceStepFaithfulTextEncoderLoader", "text_encoder_name", bad_m["narrow_dit_folder"]),
+        "AceStepFaithfulTextEncoderLoader",
         "text_encoder_name",
         "holds no text_encoder weights (it holds: dit)",
     )
     add(
         "truncated checkpoint",
-        loader("AceStepCheckpointLoader", "ckpt_name", "checkpoints/bad_truncated.safetensors"),
-        "AceStepCheckpointLoader",
+        loader("AceStepFaithfulCheckpointLoader", "ckpt_name", "checkpoints/bad_truncated.safetensors"),
+        "AceStepFaithfulCheckpointLoader",
         "ckpt_name",
         "truncated",
     )
     nothing = "diffusion_models/nothing.safetensors"
     add(
         "not in the list",
-        loader("AceStepDiTLoader", "dit_name", nothing),
-        "AceStepDiTLoader",
+        loader("AceStepFaithfulDiTLoader", "dit_name", nothing),
+        "AceStepFaithfulDiTLoader",
         "dit_name",
         nothing,
         "no such",
@@ -685,8 +716,8 @@ def battery(comfy) -> list[Bad]:
     ):
         add(
             f"lora {kind}",
-            one(comfy, "AceStepLoraLoader", {"lora_name": BAD_LORAS[kind]}),
-            "AceStepLoraLoader",
+            one(comfy, "AceStepFaithfulLoraLoader", {"lora_name": BAD_LORAS[kind]}),
+            "AceStepFaithfulLoraLoader",
             "lora_name",
             BAD_LORAS[kind],
             says,
@@ -703,17 +734,23 @@ def battery(comfy) -> list[Bad]:
     ):
         add(
             f"speaker {kind}",
-            loader("AceStepSpeakerLoader", "embedding", BAD_SPEAKERS[kind]),
-            "AceStepSpeakerLoader",
+            loader("AceStepFaithfulSpeakerLoader", "embedding", BAD_SPEAKERS[kind]),
+            "AceStepFaithfulSpeakerLoader",
             "embedding",
             BAD_SPEAKERS[kind],
             says,
         )
-    wide = one(comfy, "AceStepSampler")
-    wide["spk"] = {"type": "AceStepSpeakerLoader", "widgets": {"embedding": BAD_SPEAKERS["wide"]}}
+    wide = one(comfy, "AceStepFaithfulSampler")
+    wide["spk"] = {"type": "AceStepFaithfulSpeakerLoader", "widgets": {"embedding": BAD_SPEAKERS["wide"]}}
     wide["enc2"] = {**wide["enc"], "inputs": {**wide["enc"]["inputs"], "speaker": ["spk", "speaker"]}}
     wide["x"]["inputs"]["conditioning"] = ["enc2", "conditioning"]
-    add("speaker of another width", wide, "AceStepSampler", "conditioning", "7 values but this DiT takes 16")
+    add(
+        "speaker of another width",
+        wide,
+        "AceStepFaithfulSampler",
+        "conditioning",
+        "7 values but this DiT takes 16",
+    )
 
     # masks
     def solid(width, value=1.0, height=16):
@@ -721,15 +758,15 @@ def battery(comfy) -> list[Bad]:
 
     add(
         "mask of an image",
-        one(comfy, "AceStepSampler", inputs={"mask": ["mk", 0]}, extra=solid(512)),
-        "AceStepSampler",
+        one(comfy, "AceStepFaithfulSampler", inputs={"mask": ["mk", 0]}, extra=solid(512)),
+        "AceStepFaithfulSampler",
         "mask",
         "longer than the latent",
     )
     add(
         "mask NaN",
-        one(comfy, "AceStepSampler", inputs={"mask": ["mk", 0]}, extra=solid(10, NAN)),
-        "AceStepSampler",
+        one(comfy, "AceStepFaithfulSampler", inputs={"mask": ["mk", 0]}, extra=solid(10, NAN)),
+        "AceStepFaithfulSampler",
         "mask",
         "NaN",
     )
@@ -737,11 +774,11 @@ def battery(comfy) -> list[Bad]:
         "mask and reference",
         one(
             comfy,
-            "AceStepSampler",
+            "AceStepFaithfulSampler",
             inputs={"mask": ["mk", 0], "reference": ["lat", "latent"]},
             extra=solid(10),
         ),
-        "AceStepSampler",
+        "AceStepFaithfulSampler",
         "reference",
         "both a mask and a reference",
     )
@@ -753,43 +790,43 @@ def battery(comfy) -> list[Bad]:
     for what, extra in (("image", image), ("SD3", sd3), ("video", video)):
         add(
             f"{what} latent to decode",
-            one(comfy, "AceStepDecodeLatent", inputs={"latent": ["img", 0]}, extra=extra),
-            "AceStepDecodeLatent",
+            one(comfy, "AceStepFaithfulDecodeLatent", inputs={"latent": ["img", 0]}, extra=extra),
+            "AceStepFaithfulDecodeLatent",
             "latent",
             "not ACE-Step's [batch, 8, 16, frames]",
         )
     add(
         "image latent to sample",
-        one(comfy, "AceStepSampler", inputs={"latent": ["img", 0]}, extra=image),
-        "AceStepSampler",
+        one(comfy, "AceStepFaithfulSampler", inputs={"latent": ["img", 0]}, extra=image),
+        "AceStepFaithfulSampler",
         "latent",
         "not ACE-Step's",
     )
     add(
         "image latent as reference",
-        one(comfy, "AceStepSampler", inputs={"reference": ["img", 0]}, extra=image),
-        "AceStepSampler",
+        one(comfy, "AceStepFaithfulSampler", inputs={"reference": ["img", 0]}, extra=image),
+        "AceStepFaithfulSampler",
         "reference",
         "not ACE-Step's",
     )
     add(
         "image latent to mask",
-        one(comfy, "AceStepMaskFromSeconds", inputs={"latent": ["img", 0]}, extra=sd3),
-        "AceStepMaskFromSeconds",
+        one(comfy, "AceStepFaithfulMaskFromSeconds", inputs={"latent": ["img", 0]}, extra=sd3),
+        "AceStepFaithfulMaskFromSeconds",
         "latent",
         "not ACE-Step's",
     )
     add(
         "video latent to extend",
-        one(comfy, "AceStepExtendLatent", inputs={"latent": ["img", 0]}, extra=video),
-        "AceStepExtendLatent",
+        one(comfy, "AceStepFaithfulExtendLatent", inputs={"latent": ["img", 0]}, extra=video),
+        "AceStepFaithfulExtendLatent",
         "latent",
         "not ACE-Step's",
     )
     add(
         "image latent to edit",
-        one(comfy, "AceStepFlowEdit", inputs={"latent": ["img", 0]}, extra=image),
-        "AceStepFlowEdit",
+        one(comfy, "AceStepFaithfulFlowEdit", inputs={"latent": ["img", 0]}, extra=image),
+        "AceStepFaithfulFlowEdit",
         "latent",
         "not ACE-Step's",
     )
@@ -799,16 +836,16 @@ def battery(comfy) -> list[Bad]:
     chars = f"{7 + len(huge) - 9:,} characters"  # (counted without the lines' ends and trailing spaces)
     add(
         "lyrics 60,000 characters",
-        one(comfy, "AceStepEncodePrompt", {"lyrics": huge}),
-        "AceStepEncodePrompt",
+        one(comfy, "AceStepFaithfulEncodePrompt", {"lyrics": huge}),
+        "AceStepFaithfulEncodePrompt",
         "lyrics",
         chars,
         "4096",
     )
     add(
         "lyrics to check, 60,000 characters",
-        one(comfy, "AceStepLyricsCheck", {"lyrics": huge}),
-        "AceStepLyricsCheck",
+        one(comfy, "AceStepFaithfulLyricsCheck", {"lyrics": huge}),
+        "AceStepFaithfulLyricsCheck",
         "lyrics",
         "4096",
     )
@@ -868,7 +905,7 @@ def test_a_battery_of_bad_inputs(comfy, canaries):
         Path(os.environ["ACESTEP_BATTERY_REPORT"]).write_text("\n".join(messages) + "\n")
     assert not problems, "\n".join(problems)
     for name, widgets in ODD_BUT_FINE.items():
-        run = comfy.run(one(comfy, "AceStepEncodePrompt", widgets))
+        run = comfy.run(one(comfy, "AceStepFaithfulEncodePrompt", widgets))
         assert run.ok, f"{name}: {run}"
     answers_next(comfy)
     assert comfy.process.poll() is None

@@ -17,30 +17,30 @@ import soundfile
 pytestmark = pytest.mark.slow
 
 OUR_NODES = {
-    "AceStepCheckpointLoader",
-    "AceStepDiTLoader",
-    "AceStepVAELoader",
-    "AceStepTextEncoderLoader",
-    "AceStepLyricTokenizerLoader",
-    "AceStepSpeakerLoader",
-    "AceStepEmptyLatent",
-    "AceStepEncodeAudio",
-    "AceStepDecodeLatent",
-    "AceStepMaskFromSeconds",
-    "AceStepExtendLatent",
-    "AceStepLoadAudio",
-    "AceStepSaveAudio",
-    "AceStepPreviewAudio",
-    "AceStepLyricsCheck",
-    "AceStepLoraLoader",
-    "AceStepEncodePrompt",
-    "AceStepSampler",
-    "AceStepFlowEdit",
-    "AceStepGuider",
-    "AceStepSamplerSelect",
-    "AceStepScheduler",
-    "AceStepNoise",
-    "AceStepAudioToImage",
+    "AceStepFaithfulCheckpointLoader",
+    "AceStepFaithfulDiTLoader",
+    "AceStepFaithfulVAELoader",
+    "AceStepFaithfulTextEncoderLoader",
+    "AceStepFaithfulLyricTokenizerLoader",
+    "AceStepFaithfulSpeakerLoader",
+    "AceStepFaithfulEmptyLatent",
+    "AceStepFaithfulEncodeAudio",
+    "AceStepFaithfulDecodeLatent",
+    "AceStepFaithfulMaskFromSeconds",
+    "AceStepFaithfulExtendLatent",
+    "AceStepFaithfulLoadAudio",
+    "AceStepFaithfulSaveAudio",
+    "AceStepFaithfulPreviewAudio",
+    "AceStepFaithfulLyricsCheck",
+    "AceStepFaithfulLoraLoader",
+    "AceStepFaithfulEncodePrompt",
+    "AceStepFaithfulSampler",
+    "AceStepFaithfulFlowEdit",
+    "AceStepFaithfulGuider",
+    "AceStepFaithfulSamplerSelect",
+    "AceStepFaithfulScheduler",
+    "AceStepFaithfulNoise",
+    "AceStepFaithfulAudioToImage",
 }
 OUR_TYPES = {
     "ACESTEP_DIT",
@@ -67,10 +67,15 @@ def frames_of(seconds_44k: float) -> int:
 
 def test_every_node_is_listed_with_a_valid_schema(comfy):
     info = comfy.get("/object_info")
-    ours = {k: v for k, v in info.items() if v.get("python_module", "").endswith("comfyui-acestep")}
+    ours = {
+        k: v
+        for k, v in info.items()
+        if v.get("python_module", "").endswith("comfyui-acestep")
+        and not v.get("deprecated")  # not the old ids
+    }
     assert set(ours) == OUR_NODES
     for name, node in ours.items():
-        assert name.startswith("AceStep"), name
+        assert name.startswith("AceStepFaithful"), name
         assert node["display_name"].startswith("ACE-Step "), name
         assert node["category"] == "audio/ACE-Step", name
         assert len(node["description"]) > 20, name
@@ -83,8 +88,8 @@ def test_every_node_is_listed_with_a_valid_schema(comfy):
     used = {t for n in ours.values() for t in n["output"]}
     assert OUR_TYPES <= used
     assert {"AUDIO", "LATENT", "MASK"} <= used
-    assert ours["AceStepDiTLoader"]["input"]["required"]["dtype"][1].get("advanced") is True
-    assert ours["AceStepDiTLoader"]["input"]["required"]["weight_dtype"][1].get("advanced") is True
+    assert ours["AceStepFaithfulDiTLoader"]["input"]["required"]["dtype"][1].get("advanced") is True
+    assert ours["AceStepFaithfulDiTLoader"]["input"]["required"]["weight_dtype"][1].get("advanced") is True
 
 
 def test_the_pack_imports_cleanly(comfy):
@@ -102,14 +107,14 @@ def test_loaders_list_the_files_in_comfyuis_model_folders(comfy):
     def options(node, input):
         return info[node]["input"]["required"][input][1]["options"]
 
-    assert {m["dit"], m["all_in_one"], m["official"]} <= set(options("AceStepDiTLoader", "dit_name"))
-    assert {m["vae"], m["all_in_one"], m["official"]} <= set(options("AceStepVAELoader", "vae_name"))
+    assert {m["dit"], m["all_in_one"], m["official"]} <= set(options("AceStepFaithfulDiTLoader", "dit_name"))
+    assert {m["vae"], m["all_in_one"], m["official"]} <= set(options("AceStepFaithfulVAELoader", "vae_name"))
     assert {m["text_encoder"], m["all_in_one"], m["official"]} <= set(
-        options("AceStepTextEncoderLoader", "text_encoder_name")
+        options("AceStepFaithfulTextEncoderLoader", "text_encoder_name")
     )
-    assert {m["all_in_one"], m["official"]} <= set(options("AceStepCheckpointLoader", "ckpt_name"))
-    assert m["dit"] not in options("AceStepCheckpointLoader", "ckpt_name")
-    assert "tone.wav" in options("AceStepLoadAudio", "audio")
+    assert {m["all_in_one"], m["official"]} <= set(options("AceStepFaithfulCheckpointLoader", "ckpt_name"))
+    assert m["dit"] not in options("AceStepFaithfulCheckpointLoader", "ckpt_name")
+    assert "tone.wav" in options("AceStepFaithfulLoadAudio", "audio")
 
 
 # --- workflows -----------------------------------------------------------------------------------------------------
@@ -117,12 +122,15 @@ def test_loaders_list_the_files_in_comfyuis_model_folders(comfy):
 
 def roundtrip(vae: str, audio="tone.wav", fmt="wav") -> dict:
     return {
-        "1": {"type": "AceStepLoadAudio", "widgets": {"audio": audio}},
-        "2": {"type": "AceStepVAELoader", "widgets": {"vae_name": vae}},
-        "3": {"type": "AceStepEncodeAudio", "inputs": {"audio": ["1", "audio"], "vae": ["2", "vae"]}},
-        "4": {"type": "AceStepDecodeLatent", "inputs": {"latent": ["3", "latent"], "vae": ["2", "vae"]}},
+        "1": {"type": "AceStepFaithfulLoadAudio", "widgets": {"audio": audio}},
+        "2": {"type": "AceStepFaithfulVAELoader", "widgets": {"vae_name": vae}},
+        "3": {"type": "AceStepFaithfulEncodeAudio", "inputs": {"audio": ["1", "audio"], "vae": ["2", "vae"]}},
+        "4": {
+            "type": "AceStepFaithfulDecodeLatent",
+            "inputs": {"latent": ["3", "latent"], "vae": ["2", "vae"]},
+        },
         "5": {
-            "type": "AceStepSaveAudio",
+            "type": "AceStepFaithfulSaveAudio",
             "widgets": {"filename_prefix": "e2e/roundtrip", "format": fmt},
             "inputs": {"audio": ["4", "audio"]},
         },
@@ -137,7 +145,7 @@ def saved_file(comfy, run, node="5"):
 
 def test_audio_to_latent_to_audio_writes_a_real_file(comfy, frontend):
     workflow = frontend.build(roundtrip(comfy.models["vae"]))
-    assert {n["type"] for n in workflow["nodes"]} >= {"AceStepLoadAudio", "AceStepSaveAudio"}
+    assert {n["type"] for n in workflow["nodes"]} >= {"AceStepFaithfulLoadAudio", "AceStepFaithfulSaveAudio"}
     run = frontend.run(workflow)
     assert run.ok, run
 
@@ -167,12 +175,22 @@ def test_all_in_one_checkpoint_and_comfyuis_native_latent(comfy, frontend):
     """One checkpoint loader gives every part; ComfyUI's own EmptyAceStepLatentAudio decodes with our VAE, and the
     lyric tokenizer reports each line."""
     nodes = {
-        "1": {"type": "AceStepCheckpointLoader", "widgets": {"ckpt_name": comfy.models["all_in_one"]}},
+        "1": {
+            "type": "AceStepFaithfulCheckpointLoader",
+            "widgets": {"ckpt_name": comfy.models["all_in_one"]},
+        },
         "2": {"type": "EmptyAceStepLatentAudio", "widgets": {"seconds": 1.0, "batch_size": 1}},
-        "3": {"type": "AceStepDecodeLatent", "inputs": {"latent": ["2", "LATENT"], "vae": ["1", "vae"]}},
-        "4": {"type": "AceStepSaveAudio", "widgets": {"format": "flac"}, "inputs": {"audio": ["3", "audio"]}},
+        "3": {
+            "type": "AceStepFaithfulDecodeLatent",
+            "inputs": {"latent": ["2", "LATENT"], "vae": ["1", "vae"]},
+        },
+        "4": {
+            "type": "AceStepFaithfulSaveAudio",
+            "widgets": {"format": "flac"},
+            "inputs": {"audio": ["3", "audio"]},
+        },
         "5": {
-            "type": "AceStepLyricsCheck",
+            "type": "AceStepFaithfulLyricsCheck",
             "widgets": {"lyrics": "[verse]\nHello world\n你好世界"},
             "inputs": {"lyric_tokenizer": ["1", "lyric_tokenizer"]},
         },
@@ -180,8 +198,11 @@ def test_all_in_one_checkpoint_and_comfyuis_native_latent(comfy, frontend):
         "7": {"type": "PreviewAny", "inputs": {"source": ["1", "text_encoder"]}},
         # ComfyUI's own audio nodes and ours exchange AUDIO both ways.
         "8": {"type": "LoadAudio", "widgets": {"audio": "tone.wav"}},
-        "9": {"type": "AceStepEncodeAudio", "inputs": {"audio": ["8", "AUDIO"], "vae": ["1", "vae"]}},
-        "10": {"type": "AceStepDecodeLatent", "inputs": {"latent": ["9", "latent"], "vae": ["1", "vae"]}},
+        "9": {"type": "AceStepFaithfulEncodeAudio", "inputs": {"audio": ["8", "AUDIO"], "vae": ["1", "vae"]}},
+        "10": {
+            "type": "AceStepFaithfulDecodeLatent",
+            "inputs": {"latent": ["9", "latent"], "vae": ["1", "vae"]},
+        },
         "11": {
             "type": "SaveAudio",
             "widgets": {"filename_prefix": "e2e/core"},
@@ -202,13 +223,13 @@ def test_all_in_one_checkpoint_and_comfyuis_native_latent(comfy, frontend):
 def test_every_loader_loads_from_every_layout(comfy, frontend):
     m = comfy.models
     loaders = [  # (node, widgets, output)
-        ("AceStepDiTLoader", {"dit_name": m["official"]}, "dit"),
-        ("AceStepDiTLoader", {"dit_name": m["dit"], "dtype": "bf16"}, "dit"),
-        ("AceStepVAELoader", {"vae_name": m["official"]}, "vae"),
-        ("AceStepTextEncoderLoader", {"text_encoder_name": m["text_encoder"]}, "text_encoder"),
-        ("AceStepTextEncoderLoader", {"text_encoder_name": m["official"]}, "text_encoder"),
-        ("AceStepLyricTokenizerLoader", {}, "lyric_tokenizer"),
-        ("AceStepSpeakerLoader", {}, "speaker"),
+        ("AceStepFaithfulDiTLoader", {"dit_name": m["official"]}, "dit"),
+        ("AceStepFaithfulDiTLoader", {"dit_name": m["dit"], "dtype": "bf16"}, "dit"),
+        ("AceStepFaithfulVAELoader", {"vae_name": m["official"]}, "vae"),
+        ("AceStepFaithfulTextEncoderLoader", {"text_encoder_name": m["text_encoder"]}, "text_encoder"),
+        ("AceStepFaithfulTextEncoderLoader", {"text_encoder_name": m["official"]}, "text_encoder"),
+        ("AceStepFaithfulLyricTokenizerLoader", {}, "lyric_tokenizer"),
+        ("AceStepFaithfulSpeakerLoader", {}, "speaker"),
     ]
     nodes = {}
     for i, (node, widgets, out) in enumerate(loaders, 1):
@@ -222,14 +243,14 @@ def test_latents_masks_and_extension(comfy, frontend):
     """Masks come out on the latent grid ([1, 16, frames]) and go through ComfyUI's own mask nodes: saved as
     images here (16 x frames pixels) to check their values."""
     nodes = {
-        "1": {"type": "AceStepEmptyLatent", "widgets": {"seconds": 10.0}},
+        "1": {"type": "AceStepFaithfulEmptyLatent", "widgets": {"seconds": 10.0}},
         "2": {
-            "type": "AceStepMaskFromSeconds",
+            "type": "AceStepFaithfulMaskFromSeconds",
             "widgets": {"ranges": "2-4, 8-end", "soft_edge": 0.5},
             "inputs": {"latent": ["1", "latent"]},
         },
         "3": {
-            "type": "AceStepExtendLatent",
+            "type": "AceStepFaithfulExtendLatent",
             "widgets": {"left_seconds": 1.0, "right_seconds": 2.0},
             "inputs": {"latent": ["1", "latent"]},
         },
@@ -249,10 +270,10 @@ def test_latents_masks_and_extension(comfy, frontend):
         # Durations from a video (24 frames at 12 fps) and from an audio file
         "9": {"type": "EmptyImage", "widgets": {"width": 8, "height": 8, "batch_size": 24}},
         "10": {"type": "CreateVideo", "widgets": {"fps": 12.0}, "inputs": {"images": ["9", "IMAGE"]}},
-        "11": {"type": "AceStepEmptyLatent", "inputs": {"video": ["10", "VIDEO"]}},
+        "11": {"type": "AceStepFaithfulEmptyLatent", "inputs": {"video": ["10", "VIDEO"]}},
         "12": {"type": "PreviewAny", "inputs": {"source": ["11", "seconds"]}},
-        "13": {"type": "AceStepLoadAudio", "widgets": {"audio": "tone.wav"}},
-        "14": {"type": "AceStepEmptyLatent", "inputs": {"audio": ["13", "audio"]}},
+        "13": {"type": "AceStepFaithfulLoadAudio", "widgets": {"audio": "tone.wav"}},
+        "14": {"type": "AceStepFaithfulEmptyLatent", "inputs": {"audio": ["13", "audio"]}},
         "15": {"type": "PreviewAny", "inputs": {"source": ["14", "seconds"]}},
     }
     run = frontend.run(frontend.build(nodes))
@@ -294,8 +315,8 @@ def test_latents_masks_and_extension(comfy, frontend):
 
 def still_serving(frontend):
     nodes = {
-        "1": {"type": "AceStepLyricTokenizerLoader"},
-        "2": {"type": "AceStepLyricsCheck", "inputs": {"lyric_tokenizer": ["1", "lyric_tokenizer"]}},
+        "1": {"type": "AceStepFaithfulLyricTokenizerLoader"},
+        "2": {"type": "AceStepFaithfulLyricsCheck", "inputs": {"lyric_tokenizer": ["1", "lyric_tokenizer"]}},
     }
     run = frontend.run(frontend.build(nodes))
     assert run.ok, f"the server did not run the next prompt after an error: {run}"
@@ -313,13 +334,13 @@ def assert_node_error(run, node_type: str, *words: str):
 @pytest.mark.parametrize(
     "node, input, model, says",
     [
-        ("AceStepVAELoader", "vae_name", "not_acestep", "not an ACE-Step file"),
-        ("AceStepDiTLoader", "dit_name", "vae_as_dit", "it holds: dcae, vocoder"),
+        ("AceStepFaithfulVAELoader", "vae_name", "not_acestep", "not an ACE-Step file"),
+        ("AceStepFaithfulDiTLoader", "dit_name", "vae_as_dit", "it holds: dcae, vocoder"),
     ],
 )
 def test_wrong_model_type(comfy, frontend, node, input, model, says):
     value = comfy.models[model]
-    out = "vae" if node == "AceStepVAELoader" else "dit"
+    out = "vae" if node == "AceStepFaithfulVAELoader" else "dit"
     nodes = {
         "1": {"type": node, "widgets": {input: value}},
         "2": {"type": "PreviewAny", "inputs": {"source": ["1", out]}},
@@ -341,45 +362,49 @@ def test_wrong_model_type(comfy, frontend, node, input, model, says):
 )
 def test_broken_audio(comfy, frontend, file, says):
     run = frontend.run(frontend.build(roundtrip(comfy.models["vae"], audio=file)))
-    assert_node_error(run, "AceStepLoadAudio", file, says)
+    assert_node_error(run, "AceStepFaithfulLoadAudio", file, says)
     still_serving(frontend)
 
 
 def test_mask_longer_than_latent(frontend):
     nodes = {
-        "1": {"type": "AceStepEmptyLatent", "widgets": {"seconds": 5.0}},
+        "1": {"type": "AceStepFaithfulEmptyLatent", "widgets": {"seconds": 5.0}},
         "2": {
-            "type": "AceStepMaskFromSeconds",
+            "type": "AceStepFaithfulMaskFromSeconds",
             "widgets": {"ranges": "2-30"},
             "inputs": {"latent": ["1", "latent"]},
         },
         "3": {"type": "PreviewAny", "inputs": {"source": ["2", "mask"]}},
     }
     run = frontend.run(frontend.build(nodes))
-    assert_node_error(run, "AceStepMaskFromSeconds", "'ranges'", "2-30", "past the end of the latent")
+    assert_node_error(run, "AceStepFaithfulMaskFromSeconds", "'ranges'", "2-30", "past the end of the latent")
     still_serving(frontend)
 
 
 def test_absurd_durations(frontend):
     # A typed-in duration beyond the widget's range: ComfyUI refuses the prompt, naming the node and input.
     nodes = {
-        "1": {"type": "AceStepEmptyLatent", "widgets": {"seconds": 1e9}},
+        "1": {"type": "AceStepFaithfulEmptyLatent", "widgets": {"seconds": 1e9}},
         "2": {"type": "PreviewAny", "inputs": {"source": ["1", "seconds"]}},
     }
     run = frontend.run(frontend.build(nodes))
     assert run.status == 400 and run.history is None
     (error,) = run.response["node_errors"]["1"]["errors"]
-    assert run.response["node_errors"]["1"]["class_type"] == "AceStepEmptyLatent"
+    assert run.response["node_errors"]["1"]["class_type"] == "AceStepFaithfulEmptyLatent"
     assert error["extra_info"]["input_name"] == "seconds" and "1000000000" in error["message"]
 
     # A duration computed from a connected image batch at a tiny fps: our node says so.
     nodes = {
         "1": {"type": "EmptyImage", "widgets": {"width": 8, "height": 8, "batch_size": 20}},
-        "2": {"type": "AceStepEmptyLatent", "widgets": {"fps": 0.01}, "inputs": {"images": ["1", "IMAGE"]}},
+        "2": {
+            "type": "AceStepFaithfulEmptyLatent",
+            "widgets": {"fps": 0.01},
+            "inputs": {"images": ["1", "IMAGE"]},
+        },
         "3": {"type": "PreviewAny", "inputs": {"source": ["2", "seconds"]}},
     }
     run = frontend.run(frontend.build(nodes))
-    assert_node_error(run, "AceStepEmptyLatent", "'fps'", "0.01", "2000 s", "1000 s")
+    assert_node_error(run, "AceStepFaithfulEmptyLatent", "'fps'", "0.01", "2000 s", "1000 s")
     still_serving(frontend)
 
 

@@ -90,9 +90,12 @@ def official(models, case: dict, decode: bool = False):
 
 def loaders(comfy) -> dict:
     return {
-        "ckpt": {"type": "AceStepCheckpointLoader", "widgets": {"ckpt_name": comfy.models["official"]}},
+        "ckpt": {
+            "type": "AceStepFaithfulCheckpointLoader",
+            "widgets": {"ckpt_name": comfy.models["official"]},
+        },
         "cond": {
-            "type": "AceStepEncodePrompt",
+            "type": "AceStepFaithfulEncodePrompt",
             "widgets": {"prompt": PROMPT, "lyrics": LYRICS},
             "inputs": {
                 "text_encoder": ["ckpt", "text_encoder"],
@@ -110,12 +113,12 @@ def custom_sampling(
     guider = {k: case[k] for k in GUIDER_KEYS if k in case}
     nodes = {
         f"{name}_guider": {
-            "type": "AceStepGuider",
+            "type": "AceStepFaithfulGuider",
             "widgets": guider,
             "inputs": {"dit": ["ckpt", "dit"], "positive": ["cond", "conditioning"]},
         },
         f"{name}_sigmas": {
-            "type": "AceStepScheduler",
+            "type": "AceStepFaithfulScheduler",
             "widgets": {"steps": case.get("infer_step", 60), "oss_steps": case.get("oss_steps", "")},
         },
         f"{name}_run": {
@@ -135,13 +138,13 @@ def custom_sampling(
         },
     }
     if noise is None:
-        nodes[f"{name}_noise"] = {"type": "AceStepNoise", "widgets": {"noise_seed": case["seed"]}}
+        nodes[f"{name}_noise"] = {"type": "AceStepFaithfulNoise", "widgets": {"noise_seed": case["seed"]}}
     if sampler is None:
         widgets = {
             "sampler": case.get("scheduler_type", "euler"),
             "omega_scale": case.get("omega_scale", 10.0),
         }
-        nodes[f"{name}_sampler"] = {"type": "AceStepSamplerSelect", "widgets": widgets}
+        nodes[f"{name}_sampler"] = {"type": "AceStepFaithfulSamplerSelect", "widgets": widgets}
     return nodes
 
 
@@ -169,10 +172,10 @@ def saved_audio(comfy, run, node: str) -> tuple[np.ndarray, int]:
 def test_the_nodes_give_comfyuis_custom_sampling_types(comfy):
     info = comfy.get("/object_info")
     outputs = {
-        "AceStepGuider": ["GUIDER"],
-        "AceStepSamplerSelect": ["SAMPLER"],
-        "AceStepScheduler": ["SIGMAS"],
-        "AceStepNoise": ["NOISE"],
+        "AceStepFaithfulGuider": ["GUIDER"],
+        "AceStepFaithfulSamplerSelect": ["SAMPLER"],
+        "AceStepFaithfulScheduler": ["SIGMAS"],
+        "AceStepFaithfulNoise": ["NOISE"],
     }
     for name, types in outputs.items():
         node = info[name]
@@ -195,7 +198,7 @@ def test_samplercustomadvanced_with_our_pieces_equals_the_official_pipeline(comf
     case = CASES[name]
     nodes = loaders(comfy)
     nodes["latent"] = {
-        "type": "AceStepEmptyLatent",
+        "type": "AceStepFaithfulEmptyLatent",
         "widgets": {"seconds": SECONDS, "batch_size": case.get("batch_size", 1)},
     }
     nodes.update(custom_sampling(name, case, ["latent", "latent"]))
@@ -215,7 +218,7 @@ def test_equals_the_all_in_one_sampler_node(comfy, frontend):
     """The same song from ACE-Step Sampler and from SamplerCustomAdvanced with our pieces (seeds seed + i)."""
     name, case = "heun_cfg_batch", CASES["heun_cfg_batch"]
     nodes = loaders(comfy)
-    nodes["latent"] = {"type": "AceStepEmptyLatent", "widgets": {"seconds": SECONDS, "batch_size": 2}}
+    nodes["latent"] = {"type": "AceStepFaithfulEmptyLatent", "widgets": {"seconds": SECONDS, "batch_size": 2}}
     nodes.update(custom_sampling(name, case, ["latent", "latent"]))
     widgets = {k: case[k] for k in GUIDER_KEYS if k in case}
     widgets.update(
@@ -225,7 +228,7 @@ def test_equals_the_all_in_one_sampler_node(comfy, frontend):
         omega_scale=case["omega_scale"],
     )
     nodes["node"] = {
-        "type": "AceStepSampler",
+        "type": "AceStepFaithfulSampler",
         "widgets": widgets,
         "inputs": {
             "dit": ["ckpt", "dit"],
@@ -249,7 +252,7 @@ def test_equals_the_all_in_one_sampler_node(comfy, frontend):
 def test_core_samplers_and_noise_with_our_guider(comfy, frontend):
     """KSamplerSelect's samplers take our guider's x0 predictions; RandomNoise and DisableNoise our latents."""
     nodes = loaders(comfy)
-    nodes["latent"] = {"type": "AceStepEmptyLatent", "widgets": {"seconds": SECONDS}}
+    nodes["latent"] = {"type": "AceStepFaithfulEmptyLatent", "widgets": {"seconds": SECONDS}}
     nodes["random"] = {"type": "RandomNoise", "widgets": {"noise_seed": 5}}
     nodes["none"] = {"type": "DisableNoise"}
     case = dict(CASES["euler_apg"], infer_step=4)
@@ -269,11 +272,11 @@ def test_core_samplers_and_noise_with_our_guider(comfy, frontend):
         "inputs": {"samples": ["euler_run", "denoised_output"]},
     }
     nodes["decode"] = {
-        "type": "AceStepDecodeLatent",
+        "type": "AceStepFaithfulDecodeLatent",
         "inputs": {"latent": ["euler_run", "output"], "vae": ["ckpt", "vae"]},
     }
     nodes["audio"] = {
-        "type": "AceStepSaveAudio",
+        "type": "AceStepFaithfulSaveAudio",
         "widgets": {"filename_prefix": "custom/core_euler", "format": "wav"},
         "inputs": {"audio": ["decode", "audio"]},
     }
@@ -301,11 +304,11 @@ def test_comfyuis_native_ace_latent_through_our_pieces_to_audio(comfy, frontend,
     nodes["latent"] = {"type": "EmptyAceStepLatentAudio", "widgets": {"seconds": SECONDS, "batch_size": 1}}
     nodes.update(custom_sampling("native", case, ["latent", "LATENT"]))
     nodes["decode"] = {
-        "type": "AceStepDecodeLatent",
+        "type": "AceStepFaithfulDecodeLatent",
         "inputs": {"latent": ["native_run", "output"], "vae": ["ckpt", "vae"]},
     }
     nodes["audio"] = {
-        "type": "AceStepSaveAudio",
+        "type": "AceStepFaithfulSaveAudio",
         "widgets": {"filename_prefix": "custom/native", "format": "wav"},
         "inputs": {"audio": ["decode", "audio"]},
     }
@@ -331,9 +334,9 @@ def test_a_latent_noise_mask_keeps_the_unmasked_frames(comfy, frontend):
     source's, with our sampler and with core euler."""
     case = CASES["euler_apg"]
     nodes = loaders(comfy)
-    nodes["load"] = {"type": "AceStepLoadAudio", "widgets": {"audio": "tone.wav"}}
+    nodes["load"] = {"type": "AceStepFaithfulLoadAudio", "widgets": {"audio": "tone.wav"}}
     nodes["encode"] = {
-        "type": "AceStepEncodeAudio",
+        "type": "AceStepFaithfulEncodeAudio",
         "inputs": {"audio": ["load", "audio"], "vae": ["ckpt", "vae"]},
     }
     nodes["source"] = {
@@ -342,7 +345,7 @@ def test_a_latent_noise_mask_keeps_the_unmasked_frames(comfy, frontend):
         "inputs": {"samples": ["encode", "latent"]},
     }
     nodes["mask"] = {
-        "type": "AceStepMaskFromSeconds",
+        "type": "AceStepFaithfulMaskFromSeconds",
         "widgets": {"ranges": "1-2"},
         "inputs": {"latent": ["encode", "latent"]},
     }

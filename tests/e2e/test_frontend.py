@@ -224,7 +224,7 @@ def returning_user(comfy, frontend) -> None:
         assert response.status == 200
     page.reload()
     page.wait_for_function(
-        "() => window.app?.graph && window.LiteGraph?.registered_node_types?.AceStepLoadAudio && app.api.clientId",
+        "() => window.app?.graph && window.LiteGraph?.registered_node_types?.AceStepFaithfulLoadAudio && app.api.clientId",
         timeout=120_000,
     )
 
@@ -233,7 +233,7 @@ def returning_user(comfy, frontend) -> None:
 def uploaded(comfy, frontend, song) -> str:
     """The song uploaded with ACE-Step Load Audio's upload button, as a person does."""
     page = frontend.page
-    frontend.build({"1": {"type": "AceStepLoadAudio"}})
+    frontend.build({"1": {"type": "AceStepFaithfulLoadAudio"}})
     place(page, {1: (120, 140, 640, 360)})
     button = page.evaluate(
         """() => {
@@ -326,10 +326,10 @@ def test_drag_regions_save_reload_and_mask_the_same_frames(comfy, frontend, uplo
     them; the mask ACE-Step Mask from Seconds makes of them covers exactly the marked frames."""
     page = frontend.page
     nodes = {
-        "1": {"type": "AceStepLoadAudio", "widgets": {"audio": uploaded}},
-        "2": {"type": "AceStepEmptyLatent", "inputs": {"audio": ["1", "audio"]}},
+        "1": {"type": "AceStepFaithfulLoadAudio", "widgets": {"audio": uploaded}},
+        "2": {"type": "AceStepFaithfulEmptyLatent", "inputs": {"audio": ["1", "audio"]}},
         "3": {
-            "type": "AceStepMaskFromSeconds",
+            "type": "AceStepFaithfulMaskFromSeconds",
             "inputs": {"latent": ["2", "latent"], "ranges": ["1", "regions"]},
         },
         "4": {"type": "MaskToImage", "inputs": {"mask": ["3", "mask"]}},
@@ -338,7 +338,7 @@ def test_drag_regions_save_reload_and_mask_the_same_frames(comfy, frontend, uplo
             "widgets": {"filename_prefix": "e2e/regions"},
             "inputs": {"images": ["4", "IMAGE"]},
         },
-        "6": {"type": "AceStepPreviewAudio", "inputs": {"audio": ["1", "audio"]}},
+        "6": {"type": "AceStepFaithfulPreviewAudio", "inputs": {"audio": ["1", "audio"]}},
     }
     frontend.build(nodes)
     # the loader in view (a clean picture for the README); the rest of the graph off to the right
@@ -426,7 +426,7 @@ def test_drag_regions_save_reload_and_mask_the_same_frames(comfy, frontend, uplo
 def test_typed_regions_show_on_the_waveform(frontend, uploaded):
     page = frontend.page
     frontend.build(
-        {"1": {"type": "AceStepLoadAudio", "widgets": {"audio": uploaded, "regions": "-2-0, 3-4"}}}
+        {"1": {"type": "AceStepFaithfulLoadAudio", "widgets": {"audio": uploaded, "regions": "-2-0, 3-4"}}}
     )
     place(page, {1: (120, 140, 640, 360)})
     wait_ready(page, 1)
@@ -445,12 +445,12 @@ def test_typed_regions_show_on_the_waveform(frontend, uploaded):
     assert "ends before it starts" in status
     # and the loader names the input when run
     nodes = {
-        "1": {"type": "AceStepLoadAudio", "widgets": {"audio": uploaded, "regions": "7-9"}},
+        "1": {"type": "AceStepFaithfulLoadAudio", "widgets": {"audio": uploaded, "regions": "7-9"}},
         "2": {"type": "PreviewAny", "inputs": {"source": ["1", "regions"]}},
     }
     run = frontend.run(frontend.build(nodes))
     error = run.error()
-    assert error["node_type"] == "AceStepLoadAudio" and "'regions'" in error["exception_message"]
+    assert error["node_type"] == "AceStepFaithfulLoadAudio" and "'regions'" in error["exception_message"]
     assert "end+seconds" in error["exception_message"]
 
 
@@ -465,10 +465,10 @@ def test_the_editor_and_the_mask_node_read_regions_alike(comfy, frontend):
         "-0.5-end+0.5",
         "3.1:3.9; 5 to 7",
     ]
-    nodes = {"1": {"type": "AceStepEmptyLatent", "widgets": {"seconds": 10.0}}}
+    nodes = {"1": {"type": "AceStepFaithfulEmptyLatent", "widgets": {"seconds": 10.0}}}
     for i, text in enumerate(texts):
         nodes[f"{10 + i}"] = {
-            "type": "AceStepMaskFromSeconds",
+            "type": "AceStepFaithfulMaskFromSeconds",
             "widgets": {"ranges": text},
             "inputs": {"latent": ["1", "latent"]},
         }
@@ -503,9 +503,9 @@ def test_the_editor_and_the_mask_node_read_regions_alike(comfy, frontend):
 
 def test_audio_to_image(comfy, frontend, uploaded):
     nodes = {
-        "1": {"type": "AceStepLoadAudio", "widgets": {"audio": uploaded}},
+        "1": {"type": "AceStepFaithfulLoadAudio", "widgets": {"audio": uploaded}},
         "2": {
-            "type": "AceStepAudioToImage",
+            "type": "AceStepFaithfulAudioToImage",
             "widgets": {"width": 512, "height": 128},
             "inputs": {"audio": ["1", "audio"]},
         },
@@ -515,7 +515,7 @@ def test_audio_to_image(comfy, frontend, uploaded):
             "inputs": {"images": ["2", "image"]},
         },
         "4": {
-            "type": "AceStepAudioToImage",
+            "type": "AceStepFaithfulAudioToImage",
             "widgets": {"mode": "spectrogram", "width": 320, "height": 96},
             "inputs": {"audio": ["1", "audio"]},
         },
@@ -554,9 +554,9 @@ def test_lyrics_tags_are_highlighted_and_the_check_shows_per_line(frontend, tmp_
     page = frontend.page
     lyrics = "[verse]\nHello world, walking down the street tonight\n\n[chorus]\nla la la ☃☃\nWe sing it loud"
     nodes = {
-        "1": {"type": "AceStepLyricTokenizerLoader"},
+        "1": {"type": "AceStepFaithfulLyricTokenizerLoader"},
         "2": {
-            "type": "AceStepLyricsCheck",
+            "type": "AceStepFaithfulLyricsCheck",
             "widgets": {"lyrics": lyrics},
             "inputs": {"lyric_tokenizer": ["1", "lyric_tokenizer"]},
         },
@@ -618,16 +618,16 @@ def test_without_web_audio_the_nodes_work_and_the_console_says_why_once(comfy, f
     try:
         page.goto(comfy.url + "/")
         page.wait_for_function(
-            "() => window.app?.graph && window.LiteGraph?.registered_node_types?.AceStepLoadAudio && app.api.clientId",
+            "() => window.app?.graph && window.LiteGraph?.registered_node_types?.AceStepFaithfulLoadAudio && app.api.clientId",
             timeout=120_000,
         )
         degraded = type(frontend)(comfy, page, console)
         nodes = {
-            "1": {"type": "AceStepLoadAudio", "widgets": {"audio": uploaded, "regions": "1-2"}},
-            "2": {"type": "AceStepLoadAudio", "widgets": {"audio": uploaded}},
-            "3": {"type": "AceStepEmptyLatent", "inputs": {"audio": ["1", "audio"]}},
+            "1": {"type": "AceStepFaithfulLoadAudio", "widgets": {"audio": uploaded, "regions": "1-2"}},
+            "2": {"type": "AceStepFaithfulLoadAudio", "widgets": {"audio": uploaded}},
+            "3": {"type": "AceStepFaithfulEmptyLatent", "inputs": {"audio": ["1", "audio"]}},
             "4": {
-                "type": "AceStepMaskFromSeconds",
+                "type": "AceStepFaithfulMaskFromSeconds",
                 "inputs": {"latent": ["3", "latent"], "ranges": ["1", "regions"]},
             },
             "5": {"type": "MaskToImage", "inputs": {"mask": ["4", "mask"]}},

@@ -37,17 +37,20 @@ SEED, RETAKE_SEED, STEPS = 7, 11, 4
 def song_nodes(comfy, sampler: dict, latent: dict | None = None, extra: dict | None = None) -> dict:
     """Checkpoint (the official folder) -> prompt -> [latent] -> sampler "5" -> decode -> float WAV "7"."""
     nodes = {
-        "1": {"type": "AceStepCheckpointLoader", "widgets": {"ckpt_name": comfy.models["official"]}},
+        "1": {"type": "AceStepFaithfulCheckpointLoader", "widgets": {"ckpt_name": comfy.models["official"]}},
         "2": {
-            "type": "AceStepEncodePrompt",
+            "type": "AceStepFaithfulEncodePrompt",
             "widgets": {"prompt": PROMPT, "lyrics": LYRICS},
             "inputs": {"text_encoder": ["1", "text_encoder"], "lyric_tokenizer": ["1", "lyric_tokenizer"]},
         },
-        "3": latent or {"type": "AceStepEmptyLatent", "widgets": {"seconds": 1.0}},
+        "3": latent or {"type": "AceStepFaithfulEmptyLatent", "widgets": {"seconds": 1.0}},
         "5": sampler,
-        "6": {"type": "AceStepDecodeLatent", "inputs": {"latent": ["5", "latent"], "vae": ["1", "vae"]}},
+        "6": {
+            "type": "AceStepFaithfulDecodeLatent",
+            "inputs": {"latent": ["5", "latent"], "vae": ["1", "vae"]},
+        },
         "7": {
-            "type": "AceStepSaveAudio",
+            "type": "AceStepFaithfulSaveAudio",
             "widgets": {"filename_prefix": "e2e/sampler", "format": "wav"},
             "inputs": {"audio": ["6", "audio"]},
         },
@@ -59,7 +62,7 @@ def song_nodes(comfy, sampler: dict, latent: dict | None = None, extra: dict | N
 def sampler(widgets: dict | None = None, dit=("1", "dit"), **inputs) -> dict:
     base = {"seed": SEED, "steps": STEPS, "retake_seed": RETAKE_SEED}
     return {
-        "type": "AceStepSampler",
+        "type": "AceStepFaithfulSampler",
         "widgets": {**base, **(widgets or {})},
         "inputs": {
             "dit": list(dit),
@@ -71,8 +74,8 @@ def sampler(widgets: dict | None = None, dit=("1", "dit"), **inputs) -> dict:
 
 
 TONE = {
-    "10": {"type": "AceStepLoadAudio", "widgets": {"audio": "tone.wav"}},
-    "3": {"type": "AceStepEncodeAudio", "inputs": {"audio": ["10", "audio"], "vae": ["1", "vae"]}},
+    "10": {"type": "AceStepFaithfulLoadAudio", "widgets": {"audio": "tone.wav"}},
+    "3": {"type": "AceStepFaithfulEncodeAudio", "inputs": {"audio": ["10", "audio"], "vae": ["1", "vae"]}},
 }
 
 
@@ -111,7 +114,7 @@ def case(name: str, comfy) -> tuple[dict, dict]:
     if name == "retake":
         mask = {
             "4": {
-                "type": "AceStepMaskFromSeconds",
+                "type": "AceStepFaithfulMaskFromSeconds",
                 "widgets": {"ranges": "0-end"},
                 "inputs": {"latent": ["3", "latent"]},
             }
@@ -121,7 +124,7 @@ def case(name: str, comfy) -> tuple[dict, dict]:
     if name == "repaint":
         mask = {
             "4": {
-                "type": "AceStepMaskFromSeconds",
+                "type": "AceStepFaithfulMaskFromSeconds",
                 "widgets": {"ranges": "1-2"},
                 "inputs": {"latent": ["3", "latent"]},
             }
@@ -132,12 +135,15 @@ def case(name: str, comfy) -> tuple[dict, dict]:
     if name == "extend":
         pad = {
             "4": {
-                "type": "AceStepExtendLatent",
+                "type": "AceStepFaithfulExtendLatent",
                 "widgets": {"left_seconds": 0.0, "right_seconds": 1.0},
                 "inputs": {"latent": ["11", "latent"]},
             },
             "10": TONE["10"],
-            "11": {"type": "AceStepEncodeAudio", "inputs": {"audio": ["10", "audio"], "vae": ["1", "vae"]}},
+            "11": {
+                "type": "AceStepFaithfulEncodeAudio",
+                "inputs": {"audio": ["10", "audio"], "vae": ["1", "vae"]},
+            },
         }
         node = sampler({"retake_variance": 1.0}, mask=["4", "mask"])
         node["inputs"]["latent"] = ["4", "latent"]
@@ -154,12 +160,12 @@ def case(name: str, comfy) -> tuple[dict, dict]:
         return nodes, {**cli, **official}
     if name == "edit":
         target = {
-            "type": "AceStepEncodePrompt",
+            "type": "AceStepFaithfulEncodePrompt",
             "widgets": {"prompt": PROMPT + ", piano", "lyrics": TARGET_LYRICS},
             "inputs": {"text_encoder": ["1", "text_encoder"], "lyric_tokenizer": ["1", "lyric_tokenizer"]},
         }
         node = {
-            "type": "AceStepFlowEdit",
+            "type": "AceStepFaithfulFlowEdit",
             "widgets": {"seed": RETAKE_SEED, "steps": 5, "n_min": 0.2, "n_max": 0.8, "n_avg": 2},
             "inputs": {
                 "dit": ["1", "dit"],
@@ -186,7 +192,7 @@ def case(name: str, comfy) -> tuple[dict, dict]:
         return nodes, {**cli, "audio_duration": 1.0}
     if name == "lora":
         lora = {
-            "type": "AceStepLoraLoader",
+            "type": "AceStepFaithfulLoraLoader",
             "widgets": {"lora_name": lora_option(comfy), "strength": 0.7},
             "inputs": {"dit": ["1", "dit"]},
         }
@@ -366,25 +372,25 @@ def test_noise_modes_on_a_batch(comfy, frontend):
 
 def error_case(name: str, comfy) -> tuple[dict, str, tuple[str, ...]]:
     """(nodes, failing node type, words the message must hold)"""
-    other = {"type": "AceStepEmptyLatent", "widgets": {"seconds": 3.0}}
+    other = {"type": "AceStepFaithfulEmptyLatent", "widgets": {"seconds": 3.0}}
     mask = {
-        "type": "AceStepMaskFromSeconds",
+        "type": "AceStepFaithfulMaskFromSeconds",
         "widgets": {"ranges": "1-2"},
         "inputs": {"latent": ["4", "latent"]},
     }
     if name == "mask_longer_than_latent":
         nodes = song_nodes(comfy, sampler(mask=["8", "mask"]), extra={"4": other, "8": mask})
-        return nodes, "AceStepSampler", ("'mask'", "longer than the latent", "32 frames", "10")
+        return nodes, "AceStepFaithfulSampler", ("'mask'", "longer than the latent", "32 frames", "10")
     if name == "mask_and_reference":
         both = {"8": {**mask, "widgets": {"ranges": "0-0.5"}, "inputs": {"latent": ["3", "latent"]}}}
         nodes = song_nodes(comfy, sampler(mask=["8", "mask"], reference=["3", "latent"]), extra=both)
-        return nodes, "AceStepSampler", ("'reference'", "both a mask and a reference")
+        return nodes, "AceStepFaithfulSampler", ("'reference'", "both a mask and a reference")
     if name == "reference_strength":
         nodes = song_nodes(comfy, sampler({"steps": 1, "reference_strength": 0.5}, reference=["3", "latent"]))
-        return nodes, "AceStepSampler", ("'reference_strength'", "0.5", "no sampling step")
+        return nodes, "AceStepFaithfulSampler", ("'reference_strength'", "0.5", "no sampling step")
     if name == "oss_steps":
         nodes = song_nodes(comfy, sampler({"oss_steps": "10, twenty"}))
-        return nodes, "AceStepSampler", ("'oss_steps'", "10, twenty", "comma")
+        return nodes, "AceStepFaithfulSampler", ("'oss_steps'", "10, twenty", "comma")
     raise AssertionError(name)
 
 

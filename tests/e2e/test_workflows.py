@@ -26,11 +26,11 @@ TONE_FRAMES = math.ceil(3 * 44100 / 4096)  # input/tone.wav (3 s at 44.1 kHz) as
 CLIP, CLIP_SECONDS = "clip.mp4", 2.0  # input/clip.mp4 (conftest): 24 frames at 12 fps
 
 QUICK = {  # what a user would change to try a workflow quickly
-    "AceStepEmptyLatent": {"seconds": 1.0},
-    "AceStepSampler": {"steps": 4},
-    "AceStepFlowEdit": {"steps": 5},
-    "AceStepLoadAudio": {"audio": "tone.wav"},
-    "AceStepExtendLatent": {"right_seconds": 1.0},
+    "AceStepFaithfulEmptyLatent": {"seconds": 1.0},
+    "AceStepFaithfulSampler": {"steps": 4},
+    "AceStepFaithfulFlowEdit": {"steps": 5},
+    "AceStepFaithfulLoadAudio": {"audio": "tone.wav"},
+    "AceStepFaithfulExtendLatent": {"right_seconds": 1.0},
     "LoadVideo": {"file": CLIP},
 }
 # workflow -> (extra widget changes, latent frames of every song it saves)
@@ -38,7 +38,7 @@ EXPECTED = {
     "text2music": ({}, frames_for_seconds(1.0)),
     "text2music_split_loaders": ({}, frames_for_seconds(1.0)),
     "retake": ({}, frames_for_seconds(1.0)),
-    "repaint": ({"AceStepMaskFromSeconds": {"ranges": "1-2"}}, TONE_FRAMES),
+    "repaint": ({"AceStepFaithfulMaskFromSeconds": {"ranges": "1-2"}}, TONE_FRAMES),
     "extend": ({}, TONE_FRAMES + frames_for_seconds(1.0)),
     "edit": ({}, TONE_FRAMES),
     "audio2audio": ({}, TONE_FRAMES),
@@ -90,7 +90,7 @@ def test_workflow_runs(comfy, frontend, name):
     run = run_with(frontend, workflow, widgets)
     assert run.ok, run
 
-    saves = [n["id"] for n in workflow["nodes"] if n["type"] == "AceStepSaveAudio"]
+    saves = [n["id"] for n in workflow["nodes"] if n["type"] == "AceStepFaithfulSaveAudio"]
     songs = []
     for node in saves:
         (item,) = run.outputs[str(node)]["audio"]

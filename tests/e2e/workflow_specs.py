@@ -47,12 +47,12 @@ def _note(text: str) -> dict:
 
 
 def _checkpoint(ckpt: str = ALL_IN_ONE) -> dict:
-    return {"type": "AceStepCheckpointLoader", "widgets": {"ckpt_name": ckpt}}
+    return {"type": "AceStepFaithfulCheckpointLoader", "widgets": {"ckpt_name": ckpt}}
 
 
 def _encode(prompt: str = PROMPT, lyrics: str = LYRICS, loader: str = "1") -> dict:
     return {
-        "type": "AceStepEncodePrompt",
+        "type": "AceStepFaithfulEncodePrompt",
         "widgets": {"prompt": prompt, "lyrics": lyrics},
         "inputs": {"text_encoder": [loader, "text_encoder"], "lyric_tokenizer": [loader, "lyric_tokenizer"]},
     }
@@ -62,7 +62,7 @@ def _sampler(
     latent: list, widgets: dict | None = None, dit=("1", "dit"), cond=("2", "conditioning"), **inputs
 ):
     return {
-        "type": "AceStepSampler",
+        "type": "AceStepFaithfulSampler",
         "widgets": widgets or {},
         "inputs": {"dit": list(dit), "conditioning": list(cond), "latent": latent, **inputs},
     }
@@ -72,11 +72,11 @@ def _tail(nodes: dict, latent_node: str, prefix: str, first_id: int, vae=("1", "
     """Decode ``latent_node``'s latent and save it: ids ``first_id`` (decode) and ``first_id + 1`` (save)."""
     d, s = str(first_id), str(first_id + 1)
     nodes[d] = {
-        "type": "AceStepDecodeLatent",
+        "type": "AceStepFaithfulDecodeLatent",
         "inputs": {"latent": [latent_node, "latent"], "vae": list(vae)},
     }
     nodes[s] = {
-        "type": "AceStepSaveAudio",
+        "type": "AceStepFaithfulSaveAudio",
         "widgets": {"filename_prefix": prefix, "format": "flac"},
         "inputs": {"audio": [d, "audio"]},
     }
@@ -87,8 +87,11 @@ def _song_latent(ids: tuple[str, str] = ("10", "11")) -> dict:
     """Load the user's audio and encode it: ids ``ids[0]`` (load) and ``ids[1]`` (encode)."""
     load, enc = ids
     return {
-        load: {"type": "AceStepLoadAudio", "widgets": {"audio": SONG}},
-        enc: {"type": "AceStepEncodeAudio", "inputs": {"audio": [load, "audio"], "vae": ["1", "vae"]}},
+        load: {"type": "AceStepFaithfulLoadAudio", "widgets": {"audio": SONG}},
+        enc: {
+            "type": "AceStepFaithfulEncodeAudio",
+            "inputs": {"audio": [load, "audio"], "vae": ["1", "vae"]},
+        },
     }
 
 
@@ -102,7 +105,7 @@ def text2music() -> dict:
     nodes = {
         "1": _checkpoint(),
         "2": _encode(),
-        "3": {"type": "AceStepEmptyLatent", "widgets": {"seconds": 60.0, "batch_size": 1}},
+        "3": {"type": "AceStepFaithfulEmptyLatent", "widgets": {"seconds": 60.0, "batch_size": 1}},
         "4": _sampler(["3", "latent"]),
         "90": _note(
             "# ACE-Step text to music\nA song from a style prompt (tags) and lyrics.\n\n" + MODELS_NOTE
@@ -113,13 +116,16 @@ def text2music() -> dict:
 
 def text2music_split_loaders() -> dict:
     nodes = {
-        "1": {"type": "AceStepDiTLoader", "widgets": {"dit_name": SPLIT["dit"]}},
-        "2": {"type": "AceStepVAELoader", "widgets": {"vae_name": SPLIT["vae"]}},
-        "3": {"type": "AceStepTextEncoderLoader", "widgets": {"text_encoder_name": SPLIT["text_encoder"]}},
-        "4": {"type": "AceStepLyricTokenizerLoader"},
-        "5": {"type": "AceStepSpeakerLoader"},
+        "1": {"type": "AceStepFaithfulDiTLoader", "widgets": {"dit_name": SPLIT["dit"]}},
+        "2": {"type": "AceStepFaithfulVAELoader", "widgets": {"vae_name": SPLIT["vae"]}},
+        "3": {
+            "type": "AceStepFaithfulTextEncoderLoader",
+            "widgets": {"text_encoder_name": SPLIT["text_encoder"]},
+        },
+        "4": {"type": "AceStepFaithfulLyricTokenizerLoader"},
+        "5": {"type": "AceStepFaithfulSpeakerLoader"},
         "6": {
-            "type": "AceStepEncodePrompt",
+            "type": "AceStepFaithfulEncodePrompt",
             "widgets": {"prompt": PROMPT, "lyrics": LYRICS},
             "inputs": {
                 "text_encoder": ["3", "text_encoder"],
@@ -127,7 +133,7 @@ def text2music_split_loaders() -> dict:
                 "speaker": ["5", "speaker"],
             },
         },
-        "7": {"type": "AceStepEmptyLatent", "widgets": {"seconds": 60.0, "batch_size": 1}},
+        "7": {"type": "AceStepFaithfulEmptyLatent", "widgets": {"seconds": 60.0, "batch_size": 1}},
         "8": _sampler(["7", "latent"], dit=("1", "dit"), cond=("6", "conditioning")),
         "90": _note(
             "# ACE-Step text to music, one loader per part\nThe DiT from `models/diffusion_models/`, the music DCAE + "
@@ -141,11 +147,11 @@ def retake() -> dict:
     nodes = {
         "1": _checkpoint(),
         "2": _encode(),
-        "3": {"type": "AceStepEmptyLatent", "widgets": {"seconds": 60.0, "batch_size": 1}},
+        "3": {"type": "AceStepFaithfulEmptyLatent", "widgets": {"seconds": 60.0, "batch_size": 1}},
         "4": {"type": "PrimitiveInt", "widgets": {"value": 42, "control_after_generate": "fixed"}},
         "5": _sampler(["3", "latent"], seed=["4", "INT"]),
         "6": {
-            "type": "AceStepMaskFromSeconds",
+            "type": "AceStepFaithfulMaskFromSeconds",
             "widgets": {"ranges": "0-end"},
             "inputs": {"latent": ["3", "latent"]},
         },
@@ -166,7 +172,7 @@ def repaint() -> dict:
         "2": _encode(),
         **_song_latent(),
         "3": {
-            "type": "AceStepMaskFromSeconds",
+            "type": "AceStepFaithfulMaskFromSeconds",
             "widgets": {"ranges": "10-20"},
             "inputs": {"latent": ["11", "latent"]},
         },
@@ -186,7 +192,7 @@ def extend() -> dict:
         "2": _encode(),
         **_song_latent(),
         "3": {
-            "type": "AceStepExtendLatent",
+            "type": "AceStepFaithfulExtendLatent",
             "widgets": {"left_seconds": 0.0, "right_seconds": 30.0},
             "inputs": {"latent": ["11", "latent"]},
         },
@@ -206,7 +212,7 @@ def edit() -> dict:
         "3": _encode(lyrics=EDIT_LYRICS),
         **_song_latent(),
         "4": {
-            "type": "AceStepFlowEdit",
+            "type": "AceStepFaithfulFlowEdit",
             "widgets": {"n_min": 0.6, "n_max": 1.0},
             "inputs": {
                 "dit": ["1", "dit"],
@@ -243,11 +249,11 @@ def lora() -> dict:
         "1": _checkpoint(OFFICIAL),
         "2": _encode(RAP_PROMPT, RAP_LYRICS),
         "3": {
-            "type": "AceStepLoraLoader",
+            "type": "AceStepFaithfulLoraLoader",
             "widgets": {"lora_name": LORA, "strength": 1.0},
             "inputs": {"dit": ["1", "dit"]},
         },
-        "4": {"type": "AceStepEmptyLatent", "widgets": {"seconds": 60.0, "batch_size": 1}},
+        "4": {"type": "AceStepFaithfulEmptyLatent", "widgets": {"seconds": 60.0, "batch_size": 1}},
         "5": _sampler(["4", "latent"], dit=("3", "dit")),
         "90": _note(
             "# ACE-Step with a LoRA\nThe official Chinese rap LoRA (Hugging Face `ACE-Step/ACE-Step-v1-chinese-rap-"
@@ -264,9 +270,12 @@ def music_for_video() -> dict:
         "2": _encode(),
         "3": {"type": "LoadVideo", "widgets": {"file": VIDEO}},
         "4": {"type": "GetVideoComponents", "inputs": {"video": ["3", "VIDEO"]}},
-        "5": {"type": "AceStepEmptyLatent", "inputs": {"video": ["3", "VIDEO"]}},
+        "5": {"type": "AceStepFaithfulEmptyLatent", "inputs": {"video": ["3", "VIDEO"]}},
         "6": _sampler(["5", "latent"]),
-        "7": {"type": "AceStepDecodeLatent", "inputs": {"latent": ["6", "latent"], "vae": ["1", "vae"]}},
+        "7": {
+            "type": "AceStepFaithfulDecodeLatent",
+            "inputs": {"latent": ["6", "latent"], "vae": ["1", "vae"]},
+        },
         "8": {
             "type": "CreateVideo",
             "inputs": {"images": ["4", "images"], "fps": ["4", "fps"], "audio": ["7", "audio"]},
