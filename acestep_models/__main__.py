@@ -315,15 +315,28 @@ def _write_json(path: Path, data: dict) -> None:
         raise
 
 
-class _Progress:
-    """tqdm's bar over the sampling steps (a plain line per step where tqdm is not installed)."""
+class _Bar:
+    """A tqdm bar on stderr, opened by the subclass (plain lines where tqdm is not installed)."""
 
     def __init__(self):
         try:
             from tqdm import tqdm
         except ImportError:
             tqdm = None
-        self.tqdm, self.bar, self.count = tqdm, None, 0
+        self.tqdm, self.bar = tqdm, None
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class _Progress(_Bar):
+    """The bar over the sampling steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
 
     def __call__(self, step: int, total: int) -> None:
         self.count += 1
@@ -336,21 +349,13 @@ class _Progress:
         if self.count == total:  # the decode that follows is not a sampling step
             self.close()
 
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
-
-class _LMProgress:
-    """tqdm's bar per 5 Hz LM token, one bar per phase (metadata, then codes)."""
+class _LMProgress(_Bar):
+    """The bar per 5 Hz LM token, one bar per phase (metadata, then codes)."""
 
     def __init__(self):
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            tqdm = None
-        self.tqdm, self.bar, self.phase = tqdm, None, 0
+        super().__init__()
+        self.phase = 0
 
     def __call__(self, step: int, total: int) -> None:
         if step == 1:
@@ -364,11 +369,6 @@ class _LMProgress:
             self.bar.update(1)
         elif step % 50 == 0:
             print(f"5 Hz LM phase {self.phase}: token {step}", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 def _write_outputs(result, params: dict, paths: list[tuple[Path, Path]]) -> None:

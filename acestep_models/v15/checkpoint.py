@@ -235,23 +235,31 @@ COMFY_QWEN_TOKENIZER = (
 )  # ComfyUI ships Qwen's vocab.json + merges.txt
 
 
+def _comfy_qwen_folders() -> list[Path]:
+    """ComfyUI's ``comfy/text_encoders/qwen25_tokenizer/`` (Qwen's vocab.json + merges.txt): through the importable
+    ``comfy`` package, then ``COMFYUI_PATH``."""
+    import os
+
+    from ..common.weights import host_comfy_dir
+
+    package = host_comfy_dir()
+    folders = [package / COMFY_QWEN_TOKENIZER] if package is not None else []
+    if os.environ.get("COMFYUI_PATH"):
+        folders.append(Path(os.environ["COMFYUI_PATH"]) / "comfy" / COMFY_QWEN_TOKENIZER)
+    return folders
+
+
 def find_tokenizer(explicit: str | Path | None = None, near: Path | None = None):
     """The Qwen3-Embedding tokenizer: the folder ``explicit``, else ``tokenizer.json`` (or vocab.json +
     merges.txt) beside the weights ``near``, else ComfyUI's ``comfy/text_encoders/qwen25_tokenizer/`` (through the
     importable ``comfy`` package or ``COMFYUI_PATH``), which gives the same ids."""
-    import os
-
-    from ..common.weights import host_comfy_dir
     from .tokenizer import Qwen3Tokenizer
 
     looked = []
     folders = [Path(explicit)] if explicit is not None else []
     if explicit is None:
         folders += [near] if near is not None else []
-        package = host_comfy_dir()
-        folders += [package / COMFY_QWEN_TOKENIZER] if package is not None else []
-        if os.environ.get("COMFYUI_PATH"):
-            folders.append(Path(os.environ["COMFYUI_PATH"]) / "comfy" / COMFY_QWEN_TOKENIZER)
+        folders += _comfy_qwen_folders()
     for folder in folders:
         try:
             return Qwen3Tokenizer.from_folder(folder)
@@ -298,9 +306,6 @@ def find_lm_tokenizer(explicit: str | Path | None = None, near: Path | None = No
     """The 5 Hz LM tokenizer: ``tokenizer.json`` in the folder ``explicit`` or beside the LM weights ``near`` (the
     official ``acestep-5Hz-lm-*`` folder has it), else ComfyUI's ``qwen25_tokenizer`` vocab.json + merges.txt with
     the Qwen3 added tokens and the audio-code tokens (the official layout; see ``planner.LMTokenizer``)."""
-    import os
-
-    from ..common.weights import host_comfy_dir
     from .planner import LMTokenizer
 
     folders = [Path(explicit)] if explicit is not None else ([near] if near is not None else [])
@@ -309,10 +314,7 @@ def find_lm_tokenizer(explicit: str | Path | None = None, near: Path | None = No
             return LMTokenizer.from_folder(folder)
     bpe = list(folders)
     if explicit is None:
-        package = host_comfy_dir()
-        bpe += [package / COMFY_QWEN_TOKENIZER] if package is not None else []
-        if os.environ.get("COMFYUI_PATH"):
-            bpe.append(Path(os.environ["COMFYUI_PATH"]) / "comfy" / COMFY_QWEN_TOKENIZER)
+        bpe += _comfy_qwen_folders()
     for folder in bpe:
         if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
             return LMTokenizer.from_vocab_merges(folder / "vocab.json", folder / "merges.txt")
