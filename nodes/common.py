@@ -139,6 +139,7 @@ SPEAKER_FOLDER = "acestep_speakers"  # speaker embeddings (.safetensors / .npy w
 WEIGHT_SUFFIX = ".safetensors"  # the only weights we load (pickles run code)
 SPEAKER_SUFFIXES = (".safetensors", ".npy")
 OFFICIAL_PART_DIRS = ("ace_step_transformer", "music_dcae_f8c8", "music_vocoder", "umt5-base")
+OFFICIAL15_PART_GLOBS = ("acestep-v15-*", "acestep-5Hz-lm-*")  # ACE-Step 1.5's Ace-Step1.5/ (or checkpoints/)
 
 # ComfyUI's own folders a part may sit in (the all-in-one file in checkpoints/ holds every part).
 PART_FOLDERS = {
@@ -146,6 +147,7 @@ PART_FOLDERS = {
     "vae": ("vae", "checkpoints"),
     "text_encoder": ("text_encoders", "checkpoints"),
     "checkpoint": ("checkpoints",),
+    "lm": ("text_encoders", "checkpoints"),  # ACE-Step 1.5's 5 Hz LM (ComfyUI: text_encoders/qwen_1.7b_ace15)
 }
 
 
@@ -178,6 +180,8 @@ def acestep_entries(max_depth: int = 3) -> list[str]:
                 found.add(rel.as_posix())
                 dirs.clear()
                 continue
+            if rel.parts and any(any(here.glob(g)) for g in OFFICIAL15_PART_GLOBS):
+                found.add(rel.as_posix())  # a 1.5 root: it and each of its part folders (one root holds many DiTs)
             found.update((rel / f).as_posix() for f in files if f.lower().endswith(WEIGHT_SUFFIX))
             if len(rel.parts) >= max_depth:
                 dirs.clear()

@@ -191,6 +191,10 @@ class Qwen3ForCausalLM(nn.Module):
     def device(self) -> torch.device:
         return self.model.norm.weight.device
 
+    @device.setter
+    def device(self, value) -> None:  # ComfyUI's ModelPatcher writes model.device; the weights say where it is
+        pass
+
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         return KVCache(self.config, batch, max_len, self.dtype, self.device)
 

@@ -148,6 +148,14 @@ def detect_variant(path: str | Path) -> str:
     return "turbo"
 
 
+def official_root(path: str | Path) -> Path:
+    """Where an official DiT's neighbours (``vae/``, ``Qwen3-Embedding-0.6B/``) are: the folder above a DiT part
+    folder (config.json + model.safetensors), else ``path`` itself (a root, or an all-in-one file)."""
+    p = Path(path)
+    is_dit_folder = p.is_dir() and (p / "model.safetensors").is_file() and not (p / "vae").is_dir()
+    return p.parent if is_dit_folder else p
+
+
 def load_models(
     path: str | Path, variant: str | None = None, device="cpu", dtype: torch.dtype = torch.float32
 ) -> Models15:
@@ -156,9 +164,7 @@ def load_models(
     from . import checkpoint as C
 
     p = Path(path)
-    # a DiT part folder (config.json + model.safetensors) finds vae/ and Qwen3-Embedding-0.6B/ beside it
-    is_dit_folder = p.is_dir() and (p / "model.safetensors").is_file() and not (p / "vae").is_dir()
-    root = p.parent if is_dit_folder else p
+    root = official_root(p)
     dit = C.load_dit(p, dtype=dtype, device=device).eval()
     silence = C.load_silence_latent(p)
     if silence is None:

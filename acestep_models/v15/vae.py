@@ -378,6 +378,10 @@ class AutoencoderOobleck(nn.Module):
     def device(self) -> torch.device:
         return self.encoder.conv1.weight_v.device
 
+    @device.setter
+    def device(self, value) -> None:  # ComfyUI's ModelPatcher writes model.device; the weights say where it is
+        pass
+
     @property
     def hop_length(self) -> int:
         return self.config.hop_length

@@ -58,7 +58,16 @@ MODELS = {
     "vae_as_dit": "diffusion_models/ace_step_vae_in_wrong_folder.safetensors",  # the VAE where a DiT should be
     # in models/loras/: the official LoRA's Hugging Face folder (ACE-Step/ACE-Step-v1-chinese-rap-LoRA), tiny here
     "lora": "loras/ACE-Step-v1-chinese-rap-LoRA/pytorch_lora_weights.safetensors",
+    # ACE-Step 1.5 (tiny): the official Ace-Step1.5/ folder with the turbo DiT and the 5 Hz LM, a second with the DiT
+    # as acestep-v15-base, and ComfyUI's repackaged DiT file (with the official silence_latent.pt beside it)
+    "v15": "acestep/Ace-Step1.5",
+    "v15_dit_folder": "acestep/Ace-Step1.5/acestep-v15-turbo",
+    "v15_lm": "acestep/Ace-Step1.5/acestep-5Hz-lm-0.6B",
+    "v15_base": "acestep/Ace-Step1.5-base",
+    "v15_dit_file": "diffusion_models/acestep_v1.5_turbo.safetensors",
 }
+V15_TINY = Path(__file__).resolve().parents[1] / "golden" / "v15" / "pipeline" / "tiny"
+V15_TINY_LM = Path(__file__).resolve().parents[1] / "golden" / "v15" / "lm" / "tiny-lm"
 # Broken and wrong files for the bad-input tests (in checkpoints/, which every loader lists), as the loaders list them.
 BAD_MODELS = {
     "zero": "checkpoints/bad_zero.safetensors",  # 0 bytes
@@ -143,7 +152,27 @@ def _write_models(models: Path) -> None:
     )
     shutil.copy(models / MODELS["vae"], models / MODELS["vae_as_dit"])
     shutil.copytree(TINY_LORA, (models / MODELS["lora"]).parent)
+    _write_v15_models(models)
     _write_bad_models(models)
+
+
+def _write_v15_models(models: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from acestep_models.common.weights import CONFIG_METADATA
+
+    shutil.copytree(V15_TINY, models / MODELS["v15"])
+    shutil.copytree(V15_TINY_LM, models / MODELS["v15_lm"])
+    base = models / MODELS["v15_base"]
+    shutil.copytree(V15_TINY, base, ignore=shutil.ignore_patterns("acestep-v15-turbo"))
+    shutil.copytree(V15_TINY / "acestep-v15-turbo", base / "acestep-v15-base")
+    config = json.loads((base / "acestep-v15-base" / "config.json").read_text())
+    config.update(is_turbo=False, model_version="base")
+    (base / "acestep-v15-base" / "config.json").write_text(json.dumps(config))
+    dit = V15_TINY / "acestep-v15-turbo"
+    meta = {CONFIG_METADATA.format(part="dit"): (dit / "config.json").read_text()}
+    save_file(load_file(dit / "model.safetensors"), str(models / MODELS["v15_dit_file"]), metadata=meta)
+    shutil.copy(dit / "silence_latent.pt", (models / MODELS["v15_dit_file"]).parent)
 
 
 def _write_bad_models(models: Path) -> None:
@@ -245,6 +274,7 @@ class Comfy:
     models: dict = field(default_factory=lambda: dict(MODELS))  # loader option of each test model
     bad_models: dict = field(default_factory=lambda: dict(BAD_MODELS))  # broken or wrong files, as listed
     tone_seconds: float = TONE_SECONDS  # length of input/tone.wav
+    root: Path | None = None  # the ComfyUI copy it runs
     _object_info: dict | None = None
 
     @property
@@ -345,7 +375,7 @@ def comfy(tmp_path_factory) -> Comfy:
     port = _free_port()
     log_path = base / "comfyui.log"
     cmd = [
-        sys.executable,
+        os.environ.get("COMFYUI_PYTHON", sys.executable),  # ComfyUI 0.20.1 runs in .venv20 (scripts/setup_env.sh)
         "main.py",
         "--cpu",
         "--listen",
@@ -375,7 +405,7 @@ def comfy(tmp_path_factory) -> Comfy:
         start_new_session=True,
         preexec_fn=_die_with_parent,
     )
-    server = Comfy(f"http://127.0.0.1:{port}", base, log_path, process)
+    server = Comfy(f"http://127.0.0.1:{port}", base, log_path, process, root=comfyui)
     try:
         end = time.monotonic() + BOOT_TIMEOUT
         while True:

@@ -181,24 +181,29 @@ def test_anti_clip_matches_official(io):
     assert anti_clip(quiet) is not None and torch.equal(anti_clip(quiet), quiet)
 
 
-def test_float32_bit_equal_on_one_thread(model, io):
-    """The goldens were made on one thread; there ours are bit-equal to the official results (the same ops in
-    the same order). On more threads the CPU convolutions split their sums differently: ~3e-6 (TOL above)."""
+def test_float32_on_one_thread_is_deterministic_and_within_rounding_of_the_official(model, io):
+    """On one thread the result is the same on every run, and within float rounding of the official results (the
+    same ops in the same order; bit-equal on the CPU that made the goldens, ~2e-6 on CPUs whose convolution kernels
+    use other vector widths, as on more threads: TOL above)."""
     i, o = io
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert torch.equal(model.encode(i["audio"], gen(i["seed_encode"])), o["encode_sample"])
-        tiled = model.tiled_encode(
-            i["audio"], gen(i["seed_tiled_encode"]), chunk_size=16 * 1920, overlap=3 * 1920
-        )
-        assert torch.equal(tiled, o["tiled_encode"])
-        assert torch.equal(model.decode(i["latents"]), o["decode"])
-        assert torch.equal(model.tiled_decode(i["latents_long"], chunk_size=8, overlap=2), o["tiled_decode"])
-        audio = model.latents_to_audio(
-            i["pred_latents"], float(i["latent_rescale"]), float(i["latent_shift"])
-        )
-        assert torch.equal(audio, o["post_clip"])
+        runs = {
+            "encode_sample": lambda: model.encode(i["audio"], gen(i["seed_encode"])),
+            "tiled_encode": lambda: model.tiled_encode(
+                i["audio"], gen(i["seed_tiled_encode"]), chunk_size=16 * 1920, overlap=3 * 1920
+            ),
+            "decode": lambda: model.decode(i["latents"]),
+            "tiled_decode": lambda: model.tiled_decode(i["latents_long"], chunk_size=8, overlap=2),
+            "post_clip": lambda: model.latents_to_audio(
+                i["pred_latents"], float(i["latent_rescale"]), float(i["latent_shift"])
+            ),
+        }
+        for name, run in runs.items():
+            first = run()
+            assert torch.equal(first, run()), name
+            assert rel(first, o[name]) < TOL, (name, rel(first, o[name]))
     finally:
         torch.set_num_threads(threads)
 

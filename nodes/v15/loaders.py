@@ -1,0 +1,325 @@
+"""ACE-Step 1.5 loaders: the DiT (turbo, base, sft), the Oobleck VAE, the Qwen3-Embedding text encoder, the 5 Hz
+LM, and DiT + VAE + text encoder at once.
+
+Each takes every layout ``acestep_models.v15.checkpoint`` reads: the official ``Ace-Step1.5/`` folder (or one of
+its part folders, ``acestep-v15-turbo/`` ...) in ``models/acestep/``, ComfyUI's repackaged split files
+(``diffusion_models/acestep_v1.5_turbo.safetensors``, ``vae/ace_1.5_vae.safetensors``,
+``text_encoders/qwen_0.6b_ace15.safetensors``, ``text_encoders/qwen_1.7b_ace15.safetensors``) and its all-in-one
+file in ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import comfy.model_management as mm
+import torch
+from comfy_api.latest import io
+
+from ..common import ModelHandle, explained, model_choices, node_error, pick_dtype, resolve_model
+from ..loaders import DEFAULT_STORAGE, OPERATIONS, _dtype_input, _files_tooltip, _weight_dtype_input
+from .handles import (
+    CATEGORY15,
+    LM15,
+    DiT15,
+    DiT15Handle,
+    LM15Handle,
+    TextEncoder15,
+    TextEncoder15Handle,
+    Vae15,
+    Vae15Handle,
+)
+
+AUTO = "auto"
+VARIANT_TOOLTIP = (
+    "Which official sampler the DiT was trained for. auto: from its config.json (is_turbo, model_version) or its "
+    "name (acestep-v15-turbo / -base / -sft); turbo otherwise. turbo: 8 fixed steps, no CFG; base and sft: a "
+    "linspace schedule with CFG (APG), and base alone runs extract, lego and complete."
+)
+SILENCE_FRAMES = 15000  # 600 s at 25 Hz: longer than any song the DiT makes (the slices taken stay inside it)
+
+
+def _variant_input() -> io.Input:
+    from ...acestep_models.v15.sampler import VARIANTS
+
+    return io.Combo.Input("variant", options=[AUTO, *VARIANTS], default=AUTO, tooltip=VARIANT_TOOLTIP)
+
+
+def silence_latent(node: str, input: str, value: str, path: Path, dim: int) -> torch.Tensor:
+    """The DiT's ``silence_latent.pt`` [1, T, D] (official folders hold it); ComfyUI's repackaged files come without
+    one, so there it is core's built-in copy (``comfy.ldm.ace.ace_step15.get_silence_latent``, ComfyUI 0.8+), which
+    rounds the official one (results differ slightly from the official code; the file beside the DiT fixes that)."""
+    from ...acestep_models.v15.checkpoint import SILENCE_LATENT, load_silence_latent
+
+    silence = load_silence_latent(path)
+    if silence is None:
+        try:
+            from comfy.ldm.ace.ace_step15 import get_silence_latent
+        except ImportError:
+            get_silence_latent = None
+        if get_silence_latent is not None and dim == 64:
+            silence = get_silence_latent(SILENCE_FRAMES, "cpu").transpose(1, 2).float()
+    if silence is None:
+        raise node_error(
+            node,
+            f"no {SILENCE_LATENT} beside the DiT (the official acestep-v15-* folder holds it; this ComfyUI has no "
+            "built-in copy for it)",
+            f"Put the official {SILENCE_LATENT} beside the file, or load the official folder.",
+            input,
+            value,
+        )
+    if silence.shape[-1] != dim:
+        raise node_error(
+            node,
+            f"{SILENCE_LATENT} holds {silence.shape[-1]} channels, the DiT's latents {dim}",
+            "",
+            input,
+            value,
+        )
+    return silence
+
+
+def load_dit15(
+    node: str, input: str, value: str, variant: str, dtype_choice: str, storage_choice: str
+) -> DiT15Handle:
+    import comfy.ops
+
+    from ...acestep_models.common.ops import STORAGE_DTYPES
+    from ...acestep_models.v15.checkpoint import load_dit
+    from ...acestep_models.v15.pipeline import detect_variant
+
+    path = resolve_model(node, input, value)
+    device, offload = mm.get_torch_device(), mm.unet_offload_device()
+    dtype = pick_dtype(dtype_choice, "dit", device)
+    storage = STORAGE_DTYPES.get(storage_choice)
+    operations = OPERATIONS if storage is None else comfy.ops.manual_cast
+    fix = "Pick an ACE-Step 1.5 DiT: the official acestep-v15-* folder, ComfyUI's acestep_v1.5_*.safetensors or its all-in-one file."
+    with explained(node, input, value, fix):
+        model = load_dit(
+            path, dtype=dtype, device=offload, operations=operations, weight_dtype=storage
+        ).eval()
+        variant = detect_variant(path) if variant == AUTO else variant
+    silence = silence_latent(node, input, value, path, model.config.audio_acoustic_hidden_dim)
+    return DiT15Handle(ModelHandle.wrap(model, device, offload), str(path), dtype, variant, silence)
+
+
+def load_vae15(node: str, input: str, value: str, dtype_choice: str, path: Path | None = None) -> Vae15Handle:
+    from ...acestep_models.v15.checkpoint import load_vae
+
+    path = path or resolve_model(node, input, value)
+    device, offload = mm.vae_device(), mm.vae_offload_device()
+    dtype = pick_dtype(dtype_choice, "vae", device)
+    fix = "Pick ACE-Step 1.5's Oobleck VAE: the official vae/ folder, ComfyUI's ace_1.5_vae.safetensors or its all-in-one file."
+    with explained(node, input, value, fix):
+        model = load_vae(path, dtype=dtype, device=offload, operations=OPERATIONS).eval()
+    return Vae15Handle(ModelHandle.wrap(model, device, offload), str(path), dtype)
+
+
+def load_text_encoder15(
+    node: str, input: str, value: str, dtype_choice: str, path: Path | None = None
+) -> TextEncoder15Handle:
+    from ...acestep_models.v15.checkpoint import load_text_encoder
+
+    path = path or resolve_model(node, input, value)
+    device, offload = mm.text_encoder_device(), mm.text_encoder_offload_device()
+    dtype = pick_dtype(dtype_choice, "text_encoder", device)
+    fix = (
+        "Pick ACE-Step 1.5's text encoder: the official Qwen3-Embedding-0.6B folder, ComfyUI's "
+        "qwen_0.6b_ace15.safetensors or its all-in-one file."
+    )
+    with explained(node, input, value, fix):
+        model, tokenizer = load_text_encoder(path, dtype=dtype, device=offload, operations=OPERATIONS)
+    return TextEncoder15Handle(ModelHandle.wrap(model.eval(), device, offload), str(path), dtype, tokenizer)
+
+
+def load_lm15(node: str, input: str, value: str, dtype_choice: str, storage_choice: str) -> LM15Handle:
+    import comfy.ops
+
+    from ...acestep_models.common.ops import STORAGE_DTYPES
+    from ...acestep_models.v15.checkpoint import load_lm
+
+    path = resolve_model(node, input, value)
+    device, offload = mm.text_encoder_device(), mm.text_encoder_offload_device()
+    dtype = pick_dtype(dtype_choice, "text_encoder", device)
+    storage = STORAGE_DTYPES.get(storage_choice)
+    operations = OPERATIONS if storage is None else comfy.ops.manual_cast
+    fix = (
+        "Pick ACE-Step 1.5's 5 Hz LM: the official acestep-5Hz-lm-* folder, ComfyUI's qwen_1.7b_ace15 / qwen_4b_ace15 "
+        "file or its all-in-one file."
+    )
+    with explained(node, input, value, fix):
+        model, tokenizer = load_lm(
+            path, dtype=dtype, device=offload, operations=operations, weight_dtype=storage
+        )
+    return LM15Handle(ModelHandle.wrap(model.eval(), device, offload), str(path), dtype, tokenizer)
+
+
+# --- nodes -----------------------------------------------------------------------------------------------------------
+
+
+def _dit_out():
+    return DiT15.Output(
+        display_name="dit", tooltip="The 1.5 DiT (with its condition encoder and FSQ tokenizer)."
+    )
+
+
+def _vae_out():
+    return Vae15.Output(display_name="vae", tooltip="The Oobleck VAE: 48 kHz stereo <-> 25 Hz latents.")
+
+
+def _te_out():
+    return TextEncoder15.Output(
+        display_name="text_encoder", tooltip="Qwen3-Embedding-0.6B and its tokenizer."
+    )
+
+
+class AceStep15DiTLoader(io.ComfyNode):
+    TITLE = "ACE-Step 1.5 Load DiT"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepFaithful15DiTLoader",
+            display_name=cls.TITLE,
+            category=CATEGORY15,
+            description="Loads an ACE-Step 1.5 DiT (turbo, base, sft) with its condition encoder and FSQ tokenizer.",
+            inputs=[
+                io.Combo.Input(
+                    "dit_name", options=model_choices("dit"), tooltip=_files_tooltip("dit", "The DiT.")
+                ),
+                _variant_input(),
+                _dtype_input(),
+                _weight_dtype_input(),
+            ],
+            outputs=[_dit_out()],
+        )
+
+    @classmethod
+    def execute(
+        cls, dit_name: str, variant: str = AUTO, dtype: str = AUTO, weight_dtype: str = DEFAULT_STORAGE
+    ):
+        return io.NodeOutput(load_dit15(cls.TITLE, "dit_name", dit_name, variant, dtype, weight_dtype))
+
+
+class AceStep15VAELoader(io.ComfyNode):
+    TITLE = "ACE-Step 1.5 Load VAE"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepFaithful15VAELoader",
+            display_name=cls.TITLE,
+            category=CATEGORY15,
+            description="Loads ACE-Step 1.5's Oobleck VAE: 48 kHz stereo audio <-> latents at 25 Hz.",
+            inputs=[
+                io.Combo.Input(
+                    "vae_name", options=model_choices("vae"), tooltip=_files_tooltip("vae", "The VAE.")
+                ),
+                _dtype_input(),
+            ],
+            outputs=[_vae_out()],
+        )
+
+    @classmethod
+    def execute(cls, vae_name: str, dtype: str = AUTO):
+        return io.NodeOutput(load_vae15(cls.TITLE, "vae_name", vae_name, dtype))
+
+
+class AceStep15TextEncoderLoader(io.ComfyNode):
+    TITLE = "ACE-Step 1.5 Load Text Encoder"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepFaithful15TextEncoderLoader",
+            display_name=cls.TITLE,
+            category=CATEGORY15,
+            description="Loads Qwen3-Embedding-0.6B, which reads ACE-Step 1.5's caption and lyrics, with its tokenizer.",
+            inputs=[
+                io.Combo.Input(
+                    "text_encoder_name",
+                    options=model_choices("text_encoder"),
+                    tooltip=_files_tooltip("text_encoder", "Qwen3-Embedding-0.6B."),
+                ),
+                _dtype_input(),
+            ],
+            outputs=[_te_out()],
+        )
+
+    @classmethod
+    def execute(cls, text_encoder_name: str, dtype: str = AUTO):
+        return io.NodeOutput(load_text_encoder15(cls.TITLE, "text_encoder_name", text_encoder_name, dtype))
+
+
+class AceStep15LMLoader(io.ComfyNode):
+    TITLE = "ACE-Step 1.5 Load 5 Hz LM"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepFaithful15LMLoader",
+            display_name=cls.TITLE,
+            category=CATEGORY15,
+            description="Loads the 5 Hz LM planner (acestep-5Hz-lm-0.6B / 1.7B / 4B), which writes the song's "
+            "metadata and its audio codes.",
+            inputs=[
+                io.Combo.Input(
+                    "lm_name", options=model_choices("lm"), tooltip=_files_tooltip("lm", "The 5 Hz LM.")
+                ),
+                _dtype_input(),
+                _weight_dtype_input(),
+            ],
+            outputs=[LM15.Output(display_name="lm", tooltip="The 5 Hz LM and its tokenizer.")],
+        )
+
+    @classmethod
+    def execute(cls, lm_name: str, dtype: str = AUTO, weight_dtype: str = DEFAULT_STORAGE):
+        return io.NodeOutput(load_lm15(cls.TITLE, "lm_name", lm_name, dtype, weight_dtype))
+
+
+class AceStep15CheckpointLoader(io.ComfyNode):
+    TITLE = "ACE-Step 1.5 Load Checkpoint"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepFaithful15CheckpointLoader",
+            display_name=cls.TITLE,
+            category=CATEGORY15,
+            description="Loads the DiT, VAE and text encoder at once: from the official Ace-Step1.5 folder (or its "
+            "acestep-v15-* DiT folder, with vae/ and Qwen3-Embedding-0.6B/ beside it) or ComfyUI's all-in-one file.",
+            inputs=[
+                io.Combo.Input(
+                    "ckpt_name",
+                    options=model_choices("checkpoint"),
+                    tooltip=_files_tooltip("checkpoint", "The official folder or the all-in-one file."),
+                ),
+                _variant_input(),
+                _dtype_input(),
+                _weight_dtype_input(),
+            ],
+            outputs=[_dit_out(), _vae_out(), _te_out()],
+        )
+
+    @classmethod
+    def execute(
+        cls, ckpt_name: str, variant: str = AUTO, dtype: str = AUTO, weight_dtype: str = DEFAULT_STORAGE
+    ):
+        from ...acestep_models.v15.pipeline import official_root
+
+        node, input = cls.TITLE, "ckpt_name"
+        root = official_root(resolve_model(node, input, ckpt_name))  # a DiT folder finds vae/ etc. beside it
+        return io.NodeOutput(
+            load_dit15(node, input, ckpt_name, variant, dtype, weight_dtype),
+            load_vae15(node, input, ckpt_name, dtype, path=root),
+            load_text_encoder15(node, input, ckpt_name, dtype, path=root),
+        )
+
+
+NODES = [
+    AceStep15CheckpointLoader,
+    AceStep15DiTLoader,
+    AceStep15VAELoader,
+    AceStep15TextEncoderLoader,
+    AceStep15LMLoader,
+]

@@ -1,0 +1,227 @@
+"""ACE-Step 1.5's nodes in a real ComfyUI, built and queued through the frontend: each graph makes what
+``python -m acestep_models generate`` makes from the same official parameters (the official handler's output, as
+the engine's goldens prove), bit for bit; the planner graph what ``generate --lm`` makes. Wrong wiring gets an
+error naming the node and the input, and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+CAPTION = "lofi hip hop, warm piano, vinyl crackle"
+LYRICS = "[verse]\nLights on the river\n[chorus]\nSing it out loud"
+SEED, GLOBAL_SEED = 42, 7
+
+
+def graph(comfy, sampler: dict | None = None, ckpt: str = "v15", seconds: float = 2.0, extra: dict | None = None,
+          decode: dict | None = None) -> dict:  # fmt: skip
+    """Checkpoint "1" -> Encode "2" -> Empty Latent "3" -> Sampler "5" -> Decode "6" -> float WAV "7"."""
+    return {
+        "1": {"type": "AceStepFaithful15CheckpointLoader", "widgets": {"ckpt_name": comfy.models[ckpt]}},
+        "2": {
+            "type": "AceStepFaithful15Encode",
+            "widgets": {"caption": CAPTION, "lyrics": LYRICS, "bpm": 90, "key_scale": "A minor"},
+            "inputs": {"text_encoder": ["1", "text_encoder"]},
+        },
+        "3": {"type": "AceStepFaithful15EmptyLatent", "widgets": {"seconds": seconds}},
+        "5": {
+            "type": "AceStepFaithful15Sampler",
+            "widgets": {"seed": SEED, "global_seed": GLOBAL_SEED, **(sampler or {}).get("widgets", {})},
+            "inputs": {
+                "dit": ["1", "dit"],
+                "prompt": ["2", "prompt"],
+                "latent": ["3", "latent"],
+                **(sampler or {}).get("inputs", {}),
+            },
+        },
+        "6": {
+            "type": "AceStepFaithful15Decode",
+            "widgets": {"normalize": False, **(decode or {})},
+            "inputs": {"vae": ["1", "vae"], "latent": ["5", "latent"]},
+        },
+        "7": {
+            "type": "AceStepFaithfulSaveAudio",
+            "widgets": {"filename_prefix": "e2e/v15", "format": "wav"},
+            "inputs": {"audio": ["6", "audio"]},
+        },
+        **(extra or {}),
+    }
+
+
+TONE = {"10": {"type": "AceStepFaithfulLoadAudio", "widgets": {"audio": "tone.wav"}}}
+WITH_SOURCE = {"vae": ["1", "vae"], "source_audio": ["10", "audio"]}
+
+
+def official(**over) -> dict:
+    """The official generate_music parameters of ``graph``'s defaults."""
+    return {
+        "captions": CAPTION, "lyrics": LYRICS, "bpm": 90, "key_scale": "A minor", "vocal_language": "en",
+        "use_random_seed": False, "seed": SEED, "global_seed": GLOBAL_SEED, "audio_duration": 2.0,
+        "batch_size": 1, **over,
+    }  # fmt: skip
+
+
+def case(name: str, comfy) -> tuple[dict, dict, list[str]]:
+    """(the graph, the command line's parameters, its extra flags) for one generation."""
+    tone = str(comfy.base / "input" / "tone.wav")
+    root = str(comfy.base / "models" / comfy.models["v15"])
+    base = str(comfy.base / "models" / comfy.models["v15_base"])
+    if name == "text2music":
+        return graph(comfy), official(), ["--checkpoint", root]
+    if name == "sde_shift3_batch":
+        knobs = {"infer_method": "sde", "shift": 3.0}
+        nodes = graph(comfy, {"widgets": {**knobs, "seed_list": "5, 6"}})
+        nodes["3"]["widgets"]["batch_size"] = 2
+        return nodes, official(**knobs, seed="5, 6", batch_size=2), ["--checkpoint", root]
+    if name == "cover_source":
+        knobs = {"audio_cover_strength": 0.5, "cover_noise_strength": 0.3}
+        nodes = graph(comfy, {"widgets": {"task": "cover", **knobs}, "inputs": WITH_SOURCE}, extra=TONE)
+        return nodes, official(task_type="cover", src_audio=tone, **knobs), ["--checkpoint", root]
+    if name == "repaint_outpaint":
+        knobs = {"repainting_start": 1.0, "repainting_end": 4.0}  # tone.wav is 3 s: 1 s past its end
+        nodes = graph(comfy, {"widgets": {"task": "repaint", **knobs}, "inputs": WITH_SOURCE}, extra=TONE)
+        return nodes, official(task_type="repaint", src_audio=tone, **knobs), ["--checkpoint", root]
+    if name == "reference_timbre":
+        nodes = graph(
+            comfy, {"inputs": {"vae": ["1", "vae"], "reference_audio": ["10", "audio"]}}, extra=TONE
+        )
+        return nodes, official(reference_audio=tone), ["--checkpoint", root]
+    if name == "base_apg_lego":
+        knobs = {"steps": 4, "guidance_scale": 5.0, "repainting_start": 0.5, "repainting_end": 2.0}
+        widgets = {"task": "lego", "track_name": "drums", "cfg_interval_start": 0.2, **knobs}
+        nodes = graph(comfy, {"widgets": widgets, "inputs": WITH_SOURCE}, ckpt="v15_base", extra=TONE)
+        params = official(
+            task_type="lego", src_audio=tone, track_name="drums", cfg_interval_start=0.2,
+            inference_steps=4, guidance_scale=5.0, repainting_start=0.5, repainting_end=2.0,
+        )  # fmt: skip
+        return nodes, params, ["--checkpoint", base]
+    if name == "base_adg_complete":
+        widgets = {"task": "complete", "complete_tracks": "drums, bass", "use_adg": True, "steps": 3}
+        nodes = graph(comfy, {"widgets": widgets, "inputs": WITH_SOURCE}, ckpt="v15_base", extra=TONE)
+        params = official(
+            task_type="complete", src_audio=tone, complete_track_classes=["drums", "bass"], use_adg=True,
+            inference_steps=3,
+        )  # fmt: skip
+        return nodes, params, ["--checkpoint", base]
+    if name == "planner":
+        nodes = graph(comfy, {"inputs": {"audio_codes": ["8", "audio_codes"]}}, decode={"normalize": True})
+        nodes["8"] = {
+            "type": "AceStepFaithful15Planner",
+            "widgets": {"caption": CAPTION, "lyrics": LYRICS, "duration": 10.0, "seed": GLOBAL_SEED},
+            "inputs": {"lm": ["9", "lm"]},
+        }
+        nodes["9"] = {"type": "AceStepFaithful15LMLoader", "widgets": {"lm_name": comfy.models["v15_lm"]}}
+        nodes["2"]["widgets"].update(bpm=0, key_scale="auto")  # the plan fills them
+        nodes["2"]["inputs"]["plan"] = ["8", "plan"]
+        nodes["3"]["inputs"] = {"seconds": ["8", "duration"]}
+        params = official(bpm=None, key_scale="", audio_duration=10.0)
+        lm = str(comfy.base / "models" / comfy.models["v15_lm"])
+        tokenizer = str(comfy.root / "comfy" / "text_encoders" / "qwen25_tokenizer")
+        return nodes, params, ["--checkpoint", root, "--lm", lm, "--lm-tokenizer", tokenizer]
+    raise AssertionError(name)
+
+
+CASES = [
+    "text2music",
+    "sde_shift3_batch",
+    "cover_source",
+    "repaint_outpaint",
+    "reference_timbre",
+    "base_apg_lego",
+    "base_adg_complete",
+    "planner",
+]
+
+
+@pytest.fixture(scope="module")
+def cli_songs(comfy, tmp_path_factory) -> dict[str, list[np.ndarray]]:
+    """Every case through ``python -m acestep_models generate`` in one Python process."""
+    folder = tmp_path_factory.mktemp("cli15")
+    argvs = []
+    for name in CASES:
+        _, params, flags = case(name, comfy)
+        (folder / f"{name}.json").write_text(json.dumps(params))
+        out = str(folder / f"{name}.wav")
+        argvs.append(["generate", *flags, "--params", str(folder / f"{name}.json"), "--out", out])
+    (folder / "argvs.json").write_text(json.dumps(argvs))
+    driver = "import json, sys; from acestep_models.__main__ import main; "
+    driver += "sys.exit(max([main(a) for a in json.load(open(sys.argv[1]))]))"
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    run = subprocess.run(
+        [sys.executable, "-c", driver, str(folder / "argvs.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=900, env=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    songs = {}
+    for name in CASES:
+        files = sorted(folder.glob(f"{name}*.wav"))
+        songs[name] = [soundfile.read(f, dtype="float32")[0] for f in files]
+    return songs
+
+
+def saved(comfy, run, node: str = "7") -> list[np.ndarray]:
+    out = []
+    for item in run.outputs[node]["audio"]:
+        audio, rate = soundfile.read(comfy.output / item["subfolder"] / item["filename"], dtype="float32")
+        assert rate == 48000
+        out.append(audio)
+    return out
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_the_nodes_make_what_the_command_line_makes(comfy, frontend, cli_songs, name):
+    run = frontend.run(frontend.build(case(name, comfy)[0]))
+    assert run.ok, str(run)
+    ours, cli = saved(comfy, run), cli_songs[name]
+    assert len(ours) == len(cli) >= 1
+    for a, b in zip(ours, cli):
+        assert a.shape == b.shape and a.shape[1] == 2
+        assert np.isfinite(a).all() and np.abs(a).max() > 1e-3
+        assert np.array_equal(a, b), float(np.abs(a - b).max())
+
+
+def test_turbo_refuses_the_base_only_tasks_and_the_server_keeps_serving(comfy):
+    nodes = graph(comfy, {"widgets": {"task": "extract"}, "inputs": WITH_SOURCE}, extra=TONE)
+    run = comfy.run(nodes)
+    assert not run.ok
+    err = run.error()
+    assert err["node_type"] == "AceStepFaithful15Sampler"
+    assert "extract needs a base model" in err["exception_message"]
+    assert "'task'" in err["exception_message"]
+    assert comfy.run(graph(comfy)).ok
+
+
+def test_a_v1_latent_into_the_15_sampler_is_named(comfy):
+    nodes = graph(comfy)
+    nodes["3"] = {"type": "AceStepFaithfulEmptyLatent", "widgets": {"seconds": 1.0}}
+    run = comfy.run(nodes)
+    err = run.error()
+    assert err["node_type"] == "AceStepFaithful15Sampler"
+    assert "ACE-Step v1 latent" in err["exception_message"] and "'latent'" in err["exception_message"]
+
+
+def test_comfyuis_repackaged_dit_file_gives_the_official_folders_song(comfy):
+    def song(nodes):
+        run = comfy.run(nodes)
+        assert run.ok, str(run)
+        return saved(comfy, run)[0]
+
+    folder = graph(comfy)
+    single = graph(comfy)
+    single["0"] = {
+        "type": "AceStepFaithful15DiTLoader",
+        "widgets": {"dit_name": comfy.models["v15_dit_file"]},
+    }
+    single["5"]["inputs"]["dit"] = ["0", "dit"]
+    assert np.array_equal(song(folder), song(single))
