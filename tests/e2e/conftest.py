@@ -375,7 +375,9 @@ def comfy(tmp_path_factory) -> Comfy:
     port = _free_port()
     log_path = base / "comfyui.log"
     cmd = [
-        os.environ.get("COMFYUI_PYTHON", sys.executable),  # ComfyUI 0.20.1 runs in .venv20 (scripts/setup_env.sh)
+        os.environ.get(
+            "COMFYUI_PYTHON", sys.executable
+        ),  # ComfyUI 0.20.1 runs in .venv20 (scripts/setup_env.sh)
         "main.py",
         "--cpu",
         "--listen",

@@ -63,6 +63,14 @@ def base(comfy) -> dict:
             },
         },
         "lat": {"type": "AceStepFaithfulEmptyLatent", "widgets": {"seconds": 1.0}},
+        # ACE-Step 1.5: the official folder's parts, a prompt, a 1 s latent and the 5 Hz LM
+        "ckpt15": {
+            "type": "AceStepFaithful15CheckpointLoader",
+            "widgets": {"ckpt_name": comfy.models["v15"]},
+        },
+        "enc15": {"type": "AceStepFaithful15Encode", "inputs": {"text_encoder": ["ckpt15", "text_encoder"]}},
+        "lat15": {"type": "AceStepFaithful15EmptyLatent", "widgets": {"seconds": 1.0}},
+        "lm15": {"type": "AceStepFaithful15LMLoader", "widgets": {"lm_name": comfy.models["v15_lm"]}},
     }
 
 
@@ -99,6 +107,14 @@ FEEDS = {
     "AceStepFaithfulLyricsCheck": ({"lyric_tokenizer": ["ckpt", "lyric_tokenizer"]}, {}, "report"),
     "AceStepFaithfulDecodeLatent": ({"latent": ["lat", "latent"], "vae": ["ckpt", "vae"]}, {}, "audio"),
     "AceStepFaithfulEncodeAudio": ({"vae": ["ckpt", "vae"]}, {}, "latent"),
+    "AceStepFaithful15Sampler": (
+        {"dit": ["ckpt15", "dit"], "prompt": ["enc15", "prompt"], "latent": ["lat15", "latent"]},
+        {"steps": 1},
+        "latent",
+    ),
+    "AceStepFaithful15Decode": ({"vae": ["ckpt15", "vae"], "latent": ["lat15", "latent"]}, {}, "audio"),
+    "AceStepFaithful15EmptyLatent": ({}, {}, "latent"),
+    "AceStepFaithful15Planner": ({"lm": ["lm15", "lm"]}, {"duration": 10.0}, "audio_codes"),
 }
 
 
@@ -125,6 +141,7 @@ def loader(node: str, input: str, value: str) -> dict:
         "AceStepFaithfulTextEncoderLoader": "text_encoder",
         "AceStepFaithfulLyricTokenizerLoader": "lyric_tokenizer",
         "AceStepFaithfulSpeakerLoader": "speaker",
+        "AceStepFaithful15DiTLoader": "dit",
     }[node]
     return {
         "x": {"type": node, "widgets": {input: value}},
@@ -421,6 +438,20 @@ def battery(comfy) -> list[Bad]:
     for node, input in every_float_input(comfy):
         assert node in FEEDS, f"add {node} to FEEDS so its FLOAT inputs are checked"
         add(f"{node}.{input}=NaN", one(comfy, node, {input: NAN}), node, input, "= nan", "NaN")
+    add(
+        "a v1 latent into 1.5's decode",
+        one(comfy, "AceStepFaithful15Decode", inputs={"latent": ["lat", "latent"]}),
+        "AceStepFaithful15Decode",
+        "latent",
+        "ACE-Step v1 latent",
+    )
+    add(
+        "a v1 DiT into 1.5's loader",
+        loader("AceStepFaithful15DiTLoader", "dit_name", m["dit"]),
+        "AceStepFaithful15DiTLoader",
+        "dit_name",
+        "v1",
+    )
     add(
         "nan as text",
         one(comfy, "AceStepFaithfulSampler", {"omega_scale": "nan"}),

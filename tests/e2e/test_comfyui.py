@@ -42,12 +42,30 @@ OUR_NODES = {
     "AceStepFaithfulNoise",
     "AceStepFaithfulAudioToImage",
 }
+OUR_15_NODES = {
+    "AceStepFaithful15CheckpointLoader",
+    "AceStepFaithful15DiTLoader",
+    "AceStepFaithful15VAELoader",
+    "AceStepFaithful15TextEncoderLoader",
+    "AceStepFaithful15LMLoader",
+    "AceStepFaithful15Planner",
+    "AceStepFaithful15Encode",
+    "AceStepFaithful15EmptyLatent",
+    "AceStepFaithful15Sampler",
+    "AceStepFaithful15Decode",
+}
 OUR_TYPES = {
     "ACESTEP_DIT",
     "ACESTEP_VAE",
     "ACESTEP_TEXT_ENCODER",
     "ACESTEP_LYRIC_TOKENIZER",
     "ACESTEP_SPEAKER",
+    "ACESTEP15_DIT",
+    "ACESTEP15_VAE",
+    "ACESTEP15_TEXT_ENCODER",
+    "ACESTEP15_LM",
+    "ACESTEP15_PROMPT",
+    "ACESTEP15_PLAN",
 }
 
 
@@ -73,11 +91,12 @@ def test_every_node_is_listed_with_a_valid_schema(comfy):
         if v.get("python_module", "").endswith("comfyui-acestep")
         and not v.get("deprecated")  # not the old ids
     }
-    assert set(ours) == OUR_NODES
+    assert set(ours) == OUR_NODES | OUR_15_NODES
     for name, node in ours.items():
         assert name.startswith("AceStepFaithful"), name
-        assert node["display_name"].startswith("ACE-Step "), name
-        assert node["category"] == "audio/ACE-Step", name
+        v15 = name in OUR_15_NODES
+        assert node["display_name"].startswith("ACE-Step 1.5 " if v15 else "ACE-Step "), name
+        assert node["category"] == ("audio/ACE-Step 1.5" if v15 else "audio/ACE-Step"), name
         assert len(node["description"]) > 20, name
         inputs = {**node["input"].get("required", {}), **node["input"].get("optional", {})}
         for input_name, (kind, options) in inputs.items():

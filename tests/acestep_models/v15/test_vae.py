@@ -27,6 +27,7 @@ from acestep_models.v15.vae import (
 )
 
 TOL = 1e-5  # relative L2 error allowed against the official float32 outputs
+BF16_TOL = 2e-2  # bfloat16 against the official bfloat16 run: a few bf16 roundings (2**-8), far below a wrong cast
 
 
 def rel(ours: torch.Tensor, ref: torch.Tensor) -> float:
@@ -300,12 +301,14 @@ def test_sample_draws_like_randn_tensor():
 
 def test_bfloat16_matches_official(golden, io):
     """The handler's CUDA dtype (run on the CPU here): the official bfloat16 results, noise drawn in bfloat16.
-    (bfloat16 is 0.17 away from float32 in the encoder mean of this tiny random model, official and ours alike.)"""
+    (bfloat16 is 0.17 away from float32 in the encoder mean of this tiny random model, official and ours alike; a
+    cast in another place moves it that far. The encoder's 20 layers of bf16 rounding on another CPU's kernels move
+    it 6e-3: BF16_TOL.)"""
     i, o = io
     model = load_tiny(golden, torch.bfloat16)
     dist = model.encode_distribution(i["audio"])
-    assert dist.mean.dtype == torch.bfloat16 and rel(dist.mean, o["encode_mean_bf16"]) < TOL
+    assert dist.mean.dtype == torch.bfloat16 and rel(dist.mean, o["encode_mean_bf16"]) < BF16_TOL
     latents = model.encode(i["audio"], generator=gen(i["seed_encode"]))
-    assert latents.dtype == torch.bfloat16 and rel(latents, o["encode_sample_bf16"]) < TOL
+    assert latents.dtype == torch.bfloat16 and rel(latents, o["encode_sample_bf16"]) < BF16_TOL
     audio = model.decode(i["latents"][:, :, :4])
     assert audio.dtype == torch.bfloat16 and rel(audio, o["decode_bf16"]) < TOL
