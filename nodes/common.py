@@ -181,7 +181,8 @@ def acestep_entries(max_depth: int = 3) -> list[str]:
                 dirs.clear()
                 continue
             if rel.parts and any(any(here.glob(g)) for g in OFFICIAL15_PART_GLOBS):
-                found.add(rel.as_posix())  # a 1.5 root: it and each of its part folders (one root holds many DiTs)
+                # a 1.5 root: it, and each of its part folders (one root holds many DiTs)
+                found.add(rel.as_posix())
             found.update((rel / f).as_posix() for f in files if f.lower().endswith(WEIGHT_SUFFIX))
             if len(rel.parts) >= max_depth:
                 dirs.clear()
@@ -198,6 +199,9 @@ def model_choices(kind: str) -> list[str]:
     return out + [f"{ACESTEP_FOLDER}/{e}" for e in acestep_entries()]
 
 
+# FILE_NAMES_CHECKED: a loader's ``validate_inputs`` names its file inputs, so ComfyUI (0.20 checks every combo value
+# before a prompt runs) leaves them to ``resolve_model``: a missing model gets our message saying where to put it,
+# not "Value not in list", and a saved workflow naming a file under another folder still reaches the loader.
 def resolve_model(node: str, input: str, value: str) -> Path:
     """A loader option back to the file or folder it names."""
     folder, _, rel = value.replace("\\", "/").partition("/")

@@ -173,6 +173,10 @@ class AceStepDiTLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, dit_name: str) -> bool:
+        return True  # names are checked when the node runs, with the fix (common.FILE_NAMES_CHECKED)
+
+    @classmethod
     def execute(
         cls, dit_name: str, dtype: str = "auto", weight_dtype: str = DEFAULT_STORAGE
     ) -> io.NodeOutput:
@@ -211,6 +215,10 @@ class AceStepVAELoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, vae_name: str, vocoder_name: str) -> bool:
+        return True  # names are checked when the node runs, with the fix (common.FILE_NAMES_CHECKED)
+
+    @classmethod
     def execute(cls, vae_name: str, vocoder_name: str = IN_VAE_FILE, dtype: str = "auto") -> io.NodeOutput:
         vocoder = None if vocoder_name == IN_VAE_FILE else vocoder_name
         return io.NodeOutput(load_vae(cls.TITLE, "vae_name", vae_name, dtype, vocoder))
@@ -236,6 +244,10 @@ class AceStepTextEncoderLoader(io.ComfyNode):
             ],
             outputs=[TextEncoder.Output(display_name="text_encoder", tooltip="UMT5 and its tokenizer.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, text_encoder_name: str) -> bool:
+        return True  # names are checked when the node runs, with the fix (common.FILE_NAMES_CHECKED)
 
     @classmethod
     def execute(cls, text_encoder_name: str, dtype: str = "auto") -> io.NodeOutput:
@@ -272,6 +284,10 @@ class AceStepLyricTokenizerLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, vocab: str) -> bool:
+        return True  # names are checked when the node runs, with the fix (common.FILE_NAMES_CHECKED)
+
+    @classmethod
     def execute(cls, vocab: str = AUTO_VOCAB, vocab_path: str = "") -> io.NodeOutput:
         if vocab_path.strip():
             return io.NodeOutput(load_lyric_tokenizer(cls.TITLE, "vocab_path", vocab_path.strip()))
@@ -303,6 +319,10 @@ class AceStepSpeakerLoader(io.ComfyNode):
             ],
             outputs=[Speaker.Output(display_name="speaker", tooltip="The speaker embedding.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, embedding: str) -> bool:
+        return True  # names are checked when the node runs, with the fix (common.FILE_NAMES_CHECKED)
 
     @classmethod
     def execute(cls, embedding: str = ZEROS) -> io.NodeOutput:
@@ -391,6 +411,10 @@ class AceStepCheckpointLoader(io.ComfyNode):
                 LyricTokenizer.Output(display_name="lyric_tokenizer", tooltip="The lyric tokenizer."),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, ckpt_name: str) -> bool:
+        return True  # names are checked when the node runs, with the fix (common.FILE_NAMES_CHECKED)
 
     @classmethod
     def execute(

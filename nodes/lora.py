@@ -86,6 +86,10 @@ class AceStepLoraLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, lora_name: str) -> bool:
+        return True  # names are checked when the node runs, with the fix (common.FILE_NAMES_CHECKED)
+
+    @classmethod
     @checks_numbers
     def execute(cls, dit, lora_name: str, strength: float) -> io.NodeOutput:
         from ..acestep_models.v1.lora import load_lora

@@ -195,6 +195,10 @@ class AceStep15DiTLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, dit_name: str) -> bool:
+        return True  # names are checked when the node runs, with the fix (common.FILE_NAMES_CHECKED)
+
+    @classmethod
     def execute(
         cls, dit_name: str, variant: str = AUTO, dtype: str = AUTO, weight_dtype: str = DEFAULT_STORAGE
     ):
@@ -219,6 +223,10 @@ class AceStep15VAELoader(io.ComfyNode):
             ],
             outputs=[_vae_out()],
         )
+
+    @classmethod
+    def validate_inputs(cls, vae_name: str) -> bool:
+        return True  # names are checked when the node runs, with the fix (common.FILE_NAMES_CHECKED)
 
     @classmethod
     def execute(cls, vae_name: str, dtype: str = AUTO):
@@ -247,6 +255,10 @@ class AceStep15TextEncoderLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, text_encoder_name: str) -> bool:
+        return True  # names are checked when the node runs, with the fix (common.FILE_NAMES_CHECKED)
+
+    @classmethod
     def execute(cls, text_encoder_name: str, dtype: str = AUTO):
         return io.NodeOutput(load_text_encoder15(cls.TITLE, "text_encoder_name", text_encoder_name, dtype))
 
@@ -271,6 +283,10 @@ class AceStep15LMLoader(io.ComfyNode):
             ],
             outputs=[LM15.Output(display_name="lm", tooltip="The 5 Hz LM and its tokenizer.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, lm_name: str) -> bool:
+        return True  # names are checked when the node runs, with the fix (common.FILE_NAMES_CHECKED)
 
     @classmethod
     def execute(cls, lm_name: str, dtype: str = AUTO, weight_dtype: str = DEFAULT_STORAGE):
@@ -300,6 +316,10 @@ class AceStep15CheckpointLoader(io.ComfyNode):
             ],
             outputs=[_dit_out(), _vae_out(), _te_out()],
         )
+
+    @classmethod
+    def validate_inputs(cls, ckpt_name: str) -> bool:
+        return True  # names are checked when the node runs, with the fix (common.FILE_NAMES_CHECKED)
 
     @classmethod
     def execute(

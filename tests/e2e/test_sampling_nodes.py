@@ -432,7 +432,12 @@ def in_comfyui(tmp_path: Path, code: str) -> dict:
     script = textwrap.dedent(prelude) + textwrap.dedent(code)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     run = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env
+        [os.environ.get("COMFYUI_PYTHON", sys.executable), "-c", script],  # the ComfyUI's interpreter
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert run.returncode == 0, run.stderr[-4000:]
     return json.loads(run.stdout.strip().splitlines()[-1])

@@ -148,7 +148,7 @@ def retake() -> dict:
         "1": _checkpoint(),
         "2": _encode(),
         "3": {"type": "AceStepFaithfulEmptyLatent", "widgets": {"seconds": 60.0, "batch_size": 1}},
-        "4": {"type": "PrimitiveInt", "widgets": {"value": 42, "control_after_generate": "fixed"}},
+        "4": {"type": "PrimitiveInt", "widgets": {"value": 42}},
         "5": _sampler(["3", "latent"], seed=["4", "INT"]),
         "6": {
             "type": "AceStepFaithfulMaskFromSeconds",
