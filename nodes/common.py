@@ -126,6 +126,13 @@ def checks_numbers(execute: Callable) -> Callable:
     return checked
 
 
+def comfy_interrupted() -> bool:
+    """The engine's ``interrupt()`` callback (asked before every step or token): ComfyUI's Cancel raises its own
+    exception, which ends the run; otherwise go on."""
+    mm.throw_exception_if_processing_interrupted()
+    return False
+
+
 def advanced(inp: io.Input) -> io.Input:
     """Mark an expert knob (newer ComfyUI frontends fold these away; older ones ignore the flag)."""
     inp.extra_dict["advanced"] = True

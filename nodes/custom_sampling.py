@@ -36,6 +36,7 @@ from .common import (
     DiT,
     advanced,
     checks_numbers,
+    comfy_interrupted,
     explained,
     node_error,
 )
@@ -388,14 +389,9 @@ def sample_official(model, x, sigmas, extra_args=None, callback=None, disable=No
         return stepper.step(v, t, x.to(v.dtype), generator)
 
     try:
-        return run_steps(schedule.timesteps, velocity, step, x, interrupt=_comfy_interrupted)
+        return run_steps(schedule.timesteps, velocity, step, x, interrupt=comfy_interrupted)
     finally:
         bar.close()
-
-
-def _comfy_interrupted() -> bool:
-    mm.throw_exception_if_processing_interrupted()  # ComfyUI's Cancel raises its own exception
-    return False
 
 
 class AceStepSamplerSelect(io.ComfyNode):

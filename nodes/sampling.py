@@ -21,7 +21,16 @@ from comfy_api.latest import io
 
 from ..acestep_models.common.noise import MAX_SEED
 from ..acestep_models.v1.schedulers import MAX_STEPS
-from .common import CATEGORY, DiT, as_latent, check_latent, checks_numbers, explained, node_error
+from .common import (
+    CATEGORY,
+    DiT,
+    as_latent,
+    check_latent,
+    checks_numbers,
+    comfy_interrupted,
+    explained,
+    node_error,
+)
 from .conditioning import AceStepConditioning, check_conditioning, fit_to_dit
 from .inputs import NOISE_MODES, seed_input, shared
 from .inputs import settings as sampler_settings
@@ -204,11 +213,7 @@ class Live:
             image = ("JPEG", latent_image(self.latest[0]), args.preview_size)
         self.bar.update_absolute(step, total, image)
 
-    @staticmethod
-    def interrupt() -> bool:
-        """The engine asks before every step; ComfyUI's Cancel raises its own exception, which ends the run."""
-        mm.throw_exception_if_processing_interrupted()
-        return False
+    interrupt = staticmethod(comfy_interrupted)
 
 
 def dit_on_device(dit, batch: int, frames: int, passes: int) -> torch.nn.Module:

@@ -9,11 +9,10 @@ the fields left on auto take the plan's values, and its caption the plan's (``us
 
 from __future__ import annotations
 
-import comfy.model_management as mm
 import comfy.utils
 from comfy_api.latest import io
 
-from ..common import advanced, checks_numbers, explained, node_error
+from ..common import advanced, checks_numbers, comfy_interrupted, explained, node_error
 from ..inputs import seed_input
 from .handles import (
     CATEGORY15,
@@ -164,7 +163,7 @@ class AceStep15Planner(io.ComfyNode):
             bar = comfy.utils.ProgressBar(1)
             planned, plan = plan_generation(
                 planner, params, settings, int(seed), progress=lambda n, total: bar.update_absolute(n, total),
-                interrupt=_interrupted,
+                interrupt=comfy_interrupted,
             )  # fmt: skip
         plan = plan or {"infer_type": "dit", "metadata": {}, "audio_codes": "", "cot_text": ""}
         plan["lm"] = {k: settings[k] for k in ("use_cot_caption", "use_cot_language")}
@@ -175,11 +174,6 @@ class AceStep15Planner(io.ComfyNode):
         return io.NodeOutput(
             plan, codes, float(seconds), format_metadata_as_cot(plan["metadata"]) if plan["metadata"] else ""
         )
-
-
-def _interrupted() -> bool:
-    mm.throw_exception_if_processing_interrupted()  # ComfyUI's Cancel raises its own exception
-    return False
 
 
 class AceStep15Encode(io.ComfyNode):

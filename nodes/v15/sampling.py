@@ -12,7 +12,7 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from ..common import advanced, check_audio, checks_numbers, explained, node_error
+from ..common import advanced, check_audio, checks_numbers, comfy_interrupted, explained, node_error
 from ..inputs import seed_input
 from .handles import (
     CATEGORY15,
@@ -258,14 +258,9 @@ class AceStep15Sampler(io.ComfyNode):
         with explained(node, fix="Check the node's settings."):
             result = generate(
                 models, params, src_audio=src, reference_audio=ref, decode=False,
-                progress=lambda n, total: bar.update_absolute(n, total), interrupt=_interrupted,
+                progress=lambda n, total: bar.update_absolute(n, total), interrupt=comfy_interrupted,
             )  # fmt: skip
         return io.NodeOutput(as_latent15(result.latents))
-
-
-def _interrupted() -> bool:
-    mm.throw_exception_if_processing_interrupted()  # ComfyUI's Cancel raises its own exception
-    return False
 
 
 class AceStep15Decode(io.ComfyNode):

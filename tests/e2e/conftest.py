@@ -65,6 +65,10 @@ MODELS = {
     "v15_lm": "acestep/Ace-Step1.5/acestep-5Hz-lm-0.6B",
     "v15_base": "acestep/Ace-Step1.5-base",
     "v15_dit_file": "diffusion_models/acestep_v1.5_turbo.safetensors",
+    "v15_base_file": "diffusion_models/acestep_v1.5_base.safetensors",
+    "v15_vae_file": "vae/ace_1.5_vae.safetensors",
+    "v15_text_encoder_file": "text_encoders/qwen_0.6b_ace15.safetensors",
+    "v15_lm_file": "text_encoders/qwen_1.7b_ace15.safetensors",
 }
 V15_TINY = Path(__file__).resolve().parents[1] / "golden" / "v15" / "pipeline" / "tiny"
 V15_TINY_LM = Path(__file__).resolve().parents[1] / "golden" / "v15" / "lm" / "tiny-lm"
@@ -169,10 +173,44 @@ def _write_v15_models(models: Path) -> None:
     config = json.loads((base / "acestep-v15-base" / "config.json").read_text())
     config.update(is_turbo=False, model_version="base")
     (base / "acestep-v15-base" / "config.json").write_text(json.dumps(config))
+    # ComfyUI's file names (the workflows use them), each with its tiny config in the metadata (sizes no shape
+    # tells); the DiTs with the official silence_latent.pt beside them (tiny: core's built-in one is 64 wide)
     dit = V15_TINY / "acestep-v15-turbo"
-    meta = {CONFIG_METADATA.format(part="dit"): (dit / "config.json").read_text()}
-    save_file(load_file(dit / "model.safetensors"), str(models / MODELS["v15_dit_file"]), metadata=meta)
+    turbo = (dit / "config.json").read_text()
+    base_config = json.dumps({**json.loads(turbo), "is_turbo": False, "model_version": "base"})
+    for key, part, weights, config in (
+        ("v15_dit_file", "dit", dit / "model.safetensors", turbo),
+        ("v15_base_file", "dit", dit / "model.safetensors", base_config),
+        ("v15_vae_file", "vae", V15_TINY / "vae" / "diffusion_pytorch_model.safetensors", None),
+        (
+            "v15_text_encoder_file",
+            "text_encoder",
+            V15_TINY / "Qwen3-Embedding-0.6B" / "model.safetensors",
+            None,
+        ),
+        ("v15_lm_file", "lm", V15_TINY_LM / "model.safetensors", None),
+    ):
+        folder = weights.parent
+        config = config or (folder / "config.json").read_text()
+        sd = load_file(weights)
+        if (
+            part == "text_encoder"
+        ):  # one file reads ComfyUI's own Qwen vocabulary: the embedding needs its rows
+            sd, config = _full_vocab(sd, config)
+        save_file(sd, str(models / MODELS[key]), metadata={CONFIG_METADATA.format(part=part): config})
     shutil.copy(dit / "silence_latent.pt", (models / MODELS["v15_dit_file"]).parent)
+
+
+def _full_vocab(sd: dict, config: str) -> tuple[dict, str]:
+    """The tiny text encoder with Qwen3's whole vocabulary (151,669 rows, seeded random), as a real file has it."""
+    import torch
+
+    from acestep_models.v15.checkpoint import TEXT_VOCAB_END
+
+    key = next(k for k in sd if k.endswith("embed_tokens.weight"))
+    g = torch.Generator().manual_seed(1)
+    sd = {**sd, key: torch.randn(TEXT_VOCAB_END, sd[key].shape[1], generator=g)}
+    return sd, json.dumps({**json.loads(config), "vocab_size": TEXT_VOCAB_END})
 
 
 def _write_bad_models(models: Path) -> None:

@@ -32,7 +32,12 @@ QUICK = {  # what a user would change to try a workflow quickly
     "AceStepFaithfulLoadAudio": {"audio": "tone.wav"},
     "AceStepFaithfulExtendLatent": {"right_seconds": 1.0},
     "LoadVideo": {"file": CLIP},
+    "AceStepFaithful15EmptyLatent": {"seconds": 2.0},
+    "AceStepFaithful15Sampler": {"steps": 2},
+    "AceStepFaithful15Planner": {"duration": 6.0},
 }
+V15_MIN_FRAMES = 128  # the official 1.5 handler pads every song to 128 latent frames (5.12 s) at least
+V15_OUTPAINT = {"AceStepFaithful15Sampler": {"repainting_start": 3.0, "repainting_end": 8.0}}  # tone.wav: 3 s
 # workflow -> (extra widget changes, latent frames of every song it saves)
 EXPECTED = {
     "text2music": ({}, frames_for_seconds(1.0)),
@@ -44,6 +49,20 @@ EXPECTED = {
     "audio2audio": ({}, TONE_FRAMES),
     "lora": ({}, frames_for_seconds(1.0)),
     "music_for_video": ({}, frames_for_seconds(CLIP_SECONDS)),
+    # ACE-Step 1.5: frames at 25 Hz (1920 samples each)
+    "ace15_text2music": ({}, 6 * 25),  # the planner's duration
+    "ace15_text2music_turbo": ({}, V15_MIN_FRAMES),
+    "ace15_base_apg": ({}, V15_MIN_FRAMES),
+    "ace15_cover": ({}, V15_MIN_FRAMES),
+    "ace15_repaint": (
+        {"AceStepFaithful15Sampler": {"repainting_start": 1.0, "repainting_end": 2.0}},
+        V15_MIN_FRAMES,
+    ),
+    "ace15_extend": (V15_OUTPAINT, 8 * 25),
+    "ace15_extract": ({}, V15_MIN_FRAMES),
+    "ace15_lego": ({}, V15_MIN_FRAMES),
+    "ace15_complete": ({}, V15_MIN_FRAMES),
+    "ace15_reference_timbre": ({}, V15_MIN_FRAMES),
 }
 
 
@@ -51,10 +70,10 @@ def load(name: str) -> dict:
     return json.loads((WORKFLOWS / f"{name}.json").read_text(encoding="utf-8"))
 
 
-def check_song(audio: np.ndarray, frames: int, what: str) -> None:
+def check_song(audio: np.ndarray, frames: int, what: str, frame_samples=samples_for_frames) -> None:
     """[N, 2] at 48 kHz: the length the latent makes, finite, not silent."""
     assert audio.ndim == 2 and audio.shape[1] == 2, (what, audio.shape)
-    assert audio.shape[0] == samples_for_frames(frames), (what, audio.shape[0], samples_for_frames(frames))
+    assert audio.shape[0] == frame_samples(frames), (what, audio.shape[0], frame_samples(frames))
     assert np.isfinite(audio).all(), what
     assert np.sqrt(np.mean(audio**2)) > 1e-4, f"{what} is silent"
 
@@ -88,7 +107,7 @@ def test_workflow_runs(comfy, frontend, name):
     extra, frames = EXPECTED[name]
     widgets = {**QUICK, **extra}
     run = run_with(frontend, workflow, widgets)
-    assert run.ok, run
+    assert run.ok, str(run)
 
     saves = [n["id"] for n in workflow["nodes"] if n["type"] == "AceStepFaithfulSaveAudio"]
     songs = []
@@ -96,7 +115,8 @@ def test_workflow_runs(comfy, frontend, name):
         (item,) = run.outputs[str(node)]["audio"]
         audio, rate = soundfile.read(comfy.output / item["subfolder"] / item["filename"], always_2d=True)
         assert rate == 48000
-        check_song(audio, frames, f"{name}: node {node}")
+        v15 = name.startswith("ace15_")
+        check_song(audio, frames, f"{name}: node {node}", (lambda f: f * 1920) if v15 else samples_for_frames)
         songs.append(audio)
     if name == "retake":  # the original and its variation
         original, variation = songs

@@ -294,6 +294,202 @@ def music_for_video() -> dict:
     return nodes
 
 
+# --- ACE-Step 1.5 -----------------------------------------------------------------------------------------------
+
+# ComfyUI's repackaged 1.5 files (README: "Model files" for 1.5), which the frontend offers to download.
+V15_REPO = "https://huggingface.co/Comfy-Org/ace_step_1.5_ComfyUI_files/resolve/main/split_files"
+V15 = {
+    "dit": "diffusion_models/acestep_v1.5_turbo.safetensors",
+    "dit_base": "diffusion_models/acestep_v1.5_base.safetensors",
+    "vae": "vae/ace_1.5_vae.safetensors",
+    "text_encoder": "text_encoders/qwen_0.6b_ace15.safetensors",
+    "lm": "text_encoders/qwen_1.7b_ace15.safetensors",
+}
+V15_CAPTION = "energetic synth-pop, female vocals, punchy drums, bright synth leads, 120 BPM"
+V15_NOTE = (
+    "Model files: ComfyUI's repackaged ACE-Step 1.5 files (Comfy-Org/ace_step_1.5_ComfyUI_files), each in its "
+    "models/ folder, or the official `Ace-Step1.5` folder in `models/acestep/` (pick its `acestep-v15-*` folder in "
+    "the loaders; its `silence_latent.pt` gives the official result exactly)."
+)
+
+
+def _model(value: str) -> dict:
+    folder, _, name = value.partition("/")
+    return {"name": name, "url": f"{V15_REPO}/{value}", "directory": folder}
+
+
+def _loaders15(base: bool = False, lm: bool = False) -> dict:
+    """DiT "1", VAE "2", text encoder "3" (and the 5 Hz LM "4") from ComfyUI's files, each naming its download."""
+    dit = V15["dit_base" if base else "dit"]
+    nodes = {
+        "1": {"type": "AceStepFaithful15DiTLoader", "widgets": {"dit_name": dit}, "models": [_model(dit)]},
+        "2": {
+            "type": "AceStepFaithful15VAELoader",
+            "widgets": {"vae_name": V15["vae"]},
+            "models": [_model(V15["vae"])],
+        },
+        "3": {
+            "type": "AceStepFaithful15TextEncoderLoader",
+            "widgets": {"text_encoder_name": V15["text_encoder"]},
+            "models": [_model(V15["text_encoder"])],
+        },
+    }
+    if lm:
+        nodes["4"] = {
+            "type": "AceStepFaithful15LMLoader",
+            "widgets": {"lm_name": V15["lm"]},
+            "models": [_model(V15["lm"])],
+        }
+    return nodes
+
+
+def _song15(task: str, note: str, prefix: str, base: bool = False, widgets: dict | None = None,
+            inputs: dict | None = None, caption: str = V15_CAPTION, lyrics: str = LYRICS) -> dict:  # fmt: skip
+    """Loaders -> Encode "5" -> Empty Latent "6" -> Sampler "7" (``task``, the user's song "8" as its source) ->
+    Latent to Audio "9" -> Save "10"."""
+    nodes = {
+        **_loaders15(base),
+        "5": {
+            "type": "AceStepFaithful15Encode",
+            "widgets": {"caption": caption, "lyrics": lyrics},
+            "inputs": {"text_encoder": ["3", "text_encoder"]},
+        },
+        "6": {"type": "AceStepFaithful15EmptyLatent", "widgets": {"seconds": 60.0}},
+        "7": {
+            "type": "AceStepFaithful15Sampler",
+            "widgets": {"task": task, **(widgets or {})},
+            "inputs": {
+                "dit": ["1", "dit"],
+                "prompt": ["5", "prompt"],
+                "latent": ["6", "latent"],
+                **(inputs or {}),
+            },
+        },
+        "9": {"type": "AceStepFaithful15Decode", "inputs": {"vae": ["2", "vae"], "latent": ["7", "latent"]}},
+        "10": {
+            "type": "AceStepFaithfulSaveAudio",
+            "widgets": {"filename_prefix": f"ACE-Step-1.5/{prefix}", "format": "flac"},
+            "inputs": {"audio": ["9", "audio"]},
+        },
+        "90": _note(note + "\n\n" + V15_NOTE),
+    }
+    if task != "text2music" or "reference_audio" in (inputs or {}):
+        nodes["8"] = {"type": "AceStepFaithfulLoadAudio", "widgets": {"audio": SONG}}
+    return nodes
+
+
+SOURCE = {"vae": ["2", "vae"], "source_audio": ["8", "audio"]}
+
+
+def ace15_text2music() -> dict:
+    nodes = {
+        **_loaders15(lm=True),
+        "11": {
+            "type": "AceStepFaithful15Planner",
+            "widgets": {"caption": V15_CAPTION, "lyrics": LYRICS, "duration": -1.0},
+            "inputs": {"lm": ["4", "lm"]},
+        },
+        "5": {
+            "type": "AceStepFaithful15Encode",
+            "widgets": {"caption": V15_CAPTION, "lyrics": LYRICS},
+            "inputs": {"text_encoder": ["3", "text_encoder"], "plan": ["11", "plan"]},
+        },
+        "6": {"type": "AceStepFaithful15EmptyLatent", "inputs": {"seconds": ["11", "duration"]}},
+        "7": {
+            "type": "AceStepFaithful15Sampler",
+            "inputs": {
+                "dit": ["1", "dit"],
+                "prompt": ["5", "prompt"],
+                "latent": ["6", "latent"],
+                "audio_codes": ["11", "audio_codes"],
+            },
+        },  # fmt: skip
+        "9": {"type": "AceStepFaithful15Decode", "inputs": {"vae": ["2", "vae"], "latent": ["7", "latent"]}},
+        "10": {
+            "type": "AceStepFaithfulSaveAudio",
+            "widgets": {"filename_prefix": "ACE-Step-1.5/text2music", "format": "flac"},
+            "inputs": {"audio": ["9", "audio"]},
+        },
+        "12": {"type": "PreviewAny", "inputs": {"source": ["11", "metadata"]}},
+        "90": _note(
+            "# ACE-Step 1.5 text to music, planned by the 5 Hz LM\nAs the official app: the LM fills in what "
+            "Plan leaves on auto (bpm, key, time signature, duration, a richer caption), writes the song's audio "
+            "codes, and the turbo DiT renders them. The plan's metadata shows on the right; its codes go to the "
+            "sampler.\n\n" + V15_NOTE
+        ),
+    }
+    return nodes
+
+
+def ace15_text2music_turbo() -> dict:
+    nodes = _song15(
+        "text2music", "# ACE-Step 1.5 text to music (turbo, no LM)\nThe turbo DiT alone: 8 steps, from the caption, "
+        "lyrics and the metadata you give.", "turbo",
+    )  # fmt: skip
+    nodes["5"]["widgets"].update(bpm=120, key_scale="A minor", time_signature="4")
+    return nodes
+
+
+def ace15_base_apg() -> dict:
+    return _song15(
+        "text2music", "# ACE-Step 1.5 base model with CFG\nThe base DiT: 50 steps with CFG (the official APG; "
+        "use_adg for ADG).", "base", base=True, widgets={"steps": 50, "guidance_scale": 7.0, "shift": 3.0},
+    )  # fmt: skip
+
+
+def ace15_cover() -> dict:
+    return _song15(
+        "cover", "# ACE-Step 1.5 cover\nA new version of your song (`song.wav` in ComfyUI's input folder): "
+        "`audio_cover_strength` is the share of steps that follow it.", "cover", inputs=SOURCE,
+    )  # fmt: skip
+
+
+def ace15_repaint() -> dict:
+    return _song15(
+        "repaint", "# ACE-Step 1.5 repaint\nRemakes seconds 10 to 20 of your song and keeps the rest. A mask "
+        "(or a latent noise mask) can mark the window instead.", "repaint", inputs=SOURCE,
+        widgets={"repainting_start": 10.0, "repainting_end": 20.0},
+    )  # fmt: skip
+
+
+def ace15_extend() -> dict:
+    return _song15(
+        "repaint", "# ACE-Step 1.5 extend\nOutpainting: a window past the song's end (here 60 to 90 s of a 60 s "
+        "song: set `repainting_start` to your song's length) adds music after it; a negative start adds some "
+        "before it.", "extend", inputs=SOURCE, widgets={"repainting_start": 60.0, "repainting_end": 90.0},
+    )  # fmt: skip
+
+
+def ace15_extract() -> dict:
+    return _song15(
+        "extract", "# ACE-Step 1.5 extract\nOne track (here the vocals) out of your song. Base model only, as "
+        "official.", "extract", base=True, inputs=SOURCE, widgets={"track_name": "vocals", "steps": 50},
+    )  # fmt: skip
+
+
+def ace15_lego() -> dict:
+    return _song15(
+        "lego", "# ACE-Step 1.5 lego\nAdds one track (here drums) to your song, in the window given (-1: to the "
+        "end). Base model only, as official.", "lego", base=True, inputs=SOURCE,
+        widgets={"track_name": "drums", "steps": 50},
+    )  # fmt: skip
+
+
+def ace15_complete() -> dict:
+    return _song15(
+        "complete", "# ACE-Step 1.5 complete\nCompletes your song with the tracks named (here drums and bass). "
+        "Base model only, as official.", "complete", base=True, inputs=SOURCE,
+        widgets={"complete_tracks": "drums, bass", "steps": 50},
+    )  # fmt: skip
+
+
+def ace15_reference_timbre() -> dict:
+    return _song15(
+        "text2music", "# ACE-Step 1.5 with a reference timbre\nA new song that follows the sound of yours "
+        "(official reference_audio).", "reference", inputs={"vae": ["2", "vae"], "reference_audio": ["8", "audio"]},
+    )  # fmt: skip
+
+
 SPECS = {
     "text2music": text2music,
     "text2music_split_loaders": text2music_split_loaders,
@@ -304,6 +500,16 @@ SPECS = {
     "audio2audio": audio2audio,
     "lora": lora,
     "music_for_video": music_for_video,
+    "ace15_text2music": ace15_text2music,
+    "ace15_text2music_turbo": ace15_text2music_turbo,
+    "ace15_base_apg": ace15_base_apg,
+    "ace15_cover": ace15_cover,
+    "ace15_repaint": ace15_repaint,
+    "ace15_extend": ace15_extend,
+    "ace15_extract": ace15_extract,
+    "ace15_lego": ace15_lego,
+    "ace15_complete": ace15_complete,
+    "ace15_reference_timbre": ace15_reference_timbre,
 }
 
 
@@ -345,7 +551,12 @@ def layout(workflow: dict) -> dict:
 
 
 def build(frontend, name: str) -> dict:
-    return layout(frontend.build(SPECS[name]()))
+    spec = SPECS[name]()
+    workflow = frontend.build(spec)
+    for node in workflow["nodes"]:  # the files the frontend offers to download when they are missing
+        if spec[str(node["id"])].get("models"):
+            node.setdefault("properties", {})["models"] = spec[str(node["id"])]["models"]
+    return layout(workflow)
 
 
 def write_workflows(frontend) -> list[Path]:
