@@ -666,6 +666,107 @@ def generate(args: argparse.Namespace) -> None:
     )
 
 
+# The keyword arguments of the official LLMHandler.generate_with_stop_condition that ``plan`` takes (plus ``seed``).
+PLAN_NUMBERS = ("temperature", "cfg_scale", "top_p", "repetition_penalty", "target_duration")
+PLAN_TEXTS = ("caption", "lyrics", "infer_type", "negative_prompt")
+PLAN_FLAGS = ("use_constrained_decoding", "use_cot_metas", "use_cot_caption", "use_cot_language")
+
+
+def _plan_params(source: str) -> dict:
+    """PARAMS.json for ``plan``, checked before any model loads."""
+    import math
+
+    try:
+        params = json.loads(Path(source).read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise CliError(f"--params {source}: no such file") from e
+    except json.JSONDecodeError as e:
+        raise CliError(f"--params {source}: not JSON: {e}") from e
+    if not isinstance(params, dict):
+        raise CliError(f"--params {source}: must hold one JSON object")
+    known = {*PLAN_NUMBERS, *PLAN_TEXTS, *PLAN_FLAGS, "top_k", "user_metadata", "seed"}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise CliError(
+            f"{source}: unknown parameter(s) {unknown}; expected the official generate_with_stop_condition "
+            f"names: {', '.join(sorted(known))}"
+        )
+    for key, value in params.items():
+        if value is None:
+            continue
+        if key in PLAN_NUMBERS and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+        ):
+            raise CliError(f"{source}: {key}: expected a finite number, not {json.dumps(value)}")
+        if key in ("top_k", "seed") and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise CliError(f"{source}: {key}: expected a whole number of 0 or more, not {json.dumps(value)}")
+        if key in PLAN_TEXTS and not isinstance(value, str):
+            raise CliError(f"{source}: {key}: expected text, not {json.dumps(value)}")
+        if key in PLAN_FLAGS and not isinstance(value, bool):
+            raise CliError(f"{source}: {key}: expected true or false, not {json.dumps(value)}")
+        if key == "user_metadata" and not isinstance(value, dict):
+            raise CliError(f'{source}: user_metadata: expected an object such as {{"bpm": 120}}')
+    if str(params.get("infer_type", "")).strip().lower() not in ("dit", "llm_dit"):
+        raise CliError(f"{source}: infer_type: 'dit' (metadata only) or 'llm_dit' (metadata and codes)")
+    return params
+
+
+def plan(args: argparse.Namespace) -> None:
+    """``plan``: one official ``generate_with_stop_condition`` call with the 5 Hz LM; its JSON on the last line."""
+    params = _plan_params(args.params)
+    if not Path(args.checkpoint).exists():
+        raise CliError(
+            f"--checkpoint {args.checkpoint}: no such folder or file (an official acestep-5Hz-lm-* folder)"
+        )
+    seed = params.pop("seed", None)
+    if seed is None:  # drawn here, so the output says how to replay it
+        import random
+
+        seed = random.SystemRandom().randint(0, 2**32 - 1)
+
+    import torch
+
+    from .v15.planner import Interrupted, load_planner
+
+    clock = time.perf_counter()
+    try:
+        planner = load_planner(args.checkpoint, device=args.device, dtype=getattr(torch, args.dtype),
+                               tokenizer=args.lm_tokenizer)  # fmt: skip
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from e
+    print(f"loaded the 5 Hz LM {args.checkpoint} in {time.perf_counter() - clock:.1f} s", file=sys.stderr)
+    stop = threading.Event()
+
+    def on_interrupt(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    progress = _LMProgress()
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    clock = time.perf_counter()
+    try:
+        out = planner.plan(**params, seed=int(seed), progress=progress, interrupt=stop.is_set)
+    except (Interrupted, KeyboardInterrupt):
+        raise CliError("interrupted: no plan", exit_code=130) from None
+    except ValueError as e:
+        raise CliError(f"{args.params}: {e}") from e
+    finally:
+        progress.close()
+        signal.signal(signal.SIGINT, previous)
+    n = out["audio_codes"].count("<|audio_code_")
+    print(f"planned in {time.perf_counter() - clock:.1f} s: {n} codes ({n / 5:.1f} s)", file=sys.stderr)
+    result = {
+        "metadata": out["metadata"],
+        "audio_codes": out["audio_codes"],
+        "cot_text": out.get("cot_text", ""),
+        "phases": {name: phase.text for name, phase in out["phases"].items()},
+        "seed": int(seed),
+    }
+    print(json.dumps(result, ensure_ascii=False), flush=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m acestep_models", description="ACE-Step v1 engine tools.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -748,6 +849,27 @@ def build_parser() -> argparse.ArgumentParser:
             *names, dest=f"param_{key}", metavar=_metavar(key), help=f"{what}default {json.dumps(default)}"
         )
     p.set_defaults(func=generate)
+
+    p = commands.add_parser(
+        "plan",
+        help="ACE-Step 1.5: the 5 Hz LM's plan (metadata and audio codes) from official parameters",
+        description="One official LLMHandler.generate_with_stop_condition call: PARAMS.json holds its keyword "
+        "arguments under their official names (caption, lyrics, infer_type, temperature, cfg_scale, "
+        "negative_prompt, top_k, top_p, repetition_penalty, use_constrained_decoding, target_duration, "
+        "user_metadata, use_cot_metas, use_cot_caption, use_cot_language) plus seed (the official "
+        "torch.manual_seed before the call). Prints one JSON object on its last line: metadata, audio_codes, "
+        "cot_text, the phases' texts and the seed.",
+    )
+    p.add_argument("--checkpoint", required=True, metavar="LM_FOLDER_OR_FILE",
+                   help="the official acestep-5Hz-lm-* folder, or ComfyUI's qwen_*_ace15 file")  # fmt: skip
+    p.add_argument("--params", required=True, metavar="JSON", help="the official keyword arguments and seed")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="weight dtype (default: float32)")
+    p.add_argument(
+        "--lm-tokenizer", metavar="FOLDER", help="the LM's tokenizer.json folder, or Qwen's vocab.json + "
+        "merges.txt (default: beside the LM, else ComfyUI's qwen25_tokenizer)",
+    )  # fmt: skip
+    p.set_defaults(func=plan)
     return parser
 
 

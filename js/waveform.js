@@ -497,6 +497,9 @@ function attach(node) {
   // Hide ComfyUI's own player: ours plays through it (same element, same file), with the waveform.
   player.element.style.display = 'none';
   player.computeLayoutSize = () => ({ minHeight: 0, maxHeight: 0, minWidth: 0 });
+  // Frontend 1.4x wraps each DOM widget in a positioned box of its own, shown while the widget is not hidden: over
+  // the upload button (the player takes no height), where it would catch the clicks.
+  player.hidden = true;
 
   const onDrawForeground = node.onDrawForeground;
   node.onDrawForeground = function (...args) {

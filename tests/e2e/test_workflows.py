@@ -152,8 +152,16 @@ def test_workflow_shows_in_the_canvas(comfy, frontend, tmp_path):
     page.wait_for_function("() => window.app?.graph && app.api.clientId", timeout=120_000)
     workflow = load("text2music")
     page.evaluate("(wf) => app.loadGraphData(wf)", workflow)
-    shown = page.evaluate("() => app.graph._nodes.map((n) => n.type)")
-    assert sorted(shown) == sorted(n["type"] for n in workflow["nodes"])
+    want = sorted(n["type"] for n in workflow["nodes"])
+    try:  # frontend 1.4x switches to the loaded workflow's tab a moment after loadGraphData returns
+        page.wait_for_function(
+            "(want) => JSON.stringify(app.graph._nodes.map((n) => n.type).sort()) === JSON.stringify(want)",
+            arg=want,
+            timeout=15_000,
+        )
+    finally:
+        shown = page.evaluate("() => app.graph._nodes.map((n) => n.type)")
+    assert sorted(shown) == want
     page.wait_for_timeout(1000)  # the frontend restores the workflow's saved view after loading it
     page.evaluate(
         """() => { const ns = app.graph._nodes; const c = app.canvas;
