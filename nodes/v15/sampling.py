@@ -7,6 +7,8 @@ connected: the prompt, the latent (batch and length), the task and its inputs. S
 
 from __future__ import annotations
 
+import re
+
 import comfy.model_management as mm
 import comfy.utils
 import torch
@@ -89,6 +91,56 @@ def _window(node: str, input: str, mask: torch.Tensor, frames: int) -> tuple[flo
     return (a + 0.5) / FRAME_RATE, (b + 0.5) / FRAME_RATE
 
 
+def _region(node: str, input: str, text: str, source_seconds: float | None) -> tuple[float, float]:
+    """One region as ACE-Step Load Audio's waveform writes it (``10-20``, ``35.5-end``, ``end-end+10``, ``-5-0``) as
+    the official window in seconds of the source: ``end`` is the source's end; past either end it outpaints."""
+    from ..latents import _RANGE, RANGES_HELP
+
+    parts = [p.strip() for p in re.split(r"[,;\n]+", text) if p.strip()]
+    if len(parts) != 1:
+        raise node_error(
+            node, f"{len(parts)} regions; ACE-Step 1.5 repaints one window at a time",
+            "Give one region (repaint the next one in a second pass).", input, text,
+        )  # fmt: skip
+    m = _RANGE.match(parts[0])
+    if not m:
+        raise node_error(
+            node,
+            f"cannot read the region '{parts[0]}'",
+            f"Write start-end in seconds, {RANGES_HELP}.",
+            input,
+            text,
+        )
+
+    def seconds(value: str) -> float:
+        value = value.replace(" ", "").lower()
+        if value.startswith("end"):
+            if source_seconds is None:
+                raise node_error(node, "'end' needs the source audio", "Connect source_audio.", input, text)
+            return source_seconds + float(value[4:] or 0)
+        return float(value)
+
+    start, end = seconds(m.group(1)), seconds(m.group(2))
+    if m.group(2).replace(" ", "").lower() == "end":
+        return start, -1.0  # the official "to the source's end"
+    if end <= start:
+        raise node_error(
+            node,
+            f"the region '{parts[0]}' ends before it starts",
+            "Write start-end, end > start.",
+            input,
+            text,
+        )
+    return start, end
+
+
+def _seconds48(src: tuple[torch.Tensor, int] | None) -> float | None:
+    """The source's length as the official handler measures it: in samples at 48 kHz after its resampling."""
+    from ...acestep_models.v15.pipeline import SAMPLE_RATE, to_stereo_48k
+
+    return None if src is None else to_stereo_48k(*src).shape[-1] / SAMPLE_RATE
+
+
 def _audio(node: str, input: str, audio) -> tuple[torch.Tensor, int] | None:
     if audio is None:
         return None
@@ -137,6 +189,7 @@ class AceStep15Sampler(io.ComfyNode):
                 io.String.Input("audio_codes", optional=True, force_input=True, tooltip="5 Hz audio codes (<|audio_code_N|>..., from ACE-Step 1.5 Plan): the music is rendered from them (cover)."),
                 io.Audio.Input("reference_audio", optional=True, tooltip="A song whose timbre to follow (official reference_audio)."),
                 io.Mask.Input("mask", optional=True, tooltip="repaint / lego: the window to make, over the latent's frames (one region)."),
+                io.String.Input("regions", optional=True, force_input=True, tooltip="repaint / lego: the window as one region from ACE-Step Load Audio's waveform (10-20; end-end+10 outpaints after the song, -5-0 before it). Wins over mask and the window below."),
                 io.Float.Input("repainting_start", default=0.0, min=-MAX_SECONDS, max=MAX_SECONDS, step=0.01, tooltip="repaint / lego window start in seconds (negative: outpaint before the song), when no mask is given."),
                 io.Float.Input("repainting_end", default=-1.0, min=-1.0, max=2 * MAX_SECONDS, step=0.01, tooltip="Window end in seconds (-1: the source's end; past it: outpaint after the song)."),
                 io.Float.Input("audio_cover_strength", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="cover: the share of the steps that follow the source (official 1.0; below, the rest follow the prompt alone)."),
@@ -161,7 +214,7 @@ class AceStep15Sampler(io.ComfyNode):
         repainting_start: float = 0.0, repainting_end: float = -1.0, audio_cover_strength: float = 1.0,
         cover_noise_strength: float = 0.0, track_name: str = "vocals", complete_tracks: str = "",
         use_adg: bool = False, cfg_interval_start: float = 0.0, cfg_interval_end: float = 1.0, timesteps: str = "",
-        seed_list: str = "", global_seed: int = 0,
+        seed_list: str = "", global_seed: int = 0, regions: str | None = None,
     ) -> io.NodeOutput:  # fmt: skip
         from ...acestep_models.v15.pipeline import Models15, generate
 
@@ -225,7 +278,9 @@ class AceStep15Sampler(io.ComfyNode):
         window = None
         if task in ("repaint", "lego"):
             noise_mask = latent.get("noise_mask") if isinstance(latent, dict) else None
-            if mask is not None:
+            if (regions or "").strip():
+                window = _region(node, "regions", regions, _seconds48(src))
+            elif mask is not None:
                 window = _window(node, "mask", mask, frames)
             elif noise_mask is not None:
                 window = _window(node, "latent", noise_mask, frames)

@@ -256,7 +256,9 @@ def uploaded(comfy, frontend, song) -> str:
         timeout=30_000,
     )
     uploaded = comfy.base / "input" / "song.wav"
-    for _ in range(300):  # frontend 1.4x shows the name as the upload starts, not when the server has the file
+    for _ in range(
+        300
+    ):  # frontend 1.4x shows the name as the upload starts, not when the server has the file
         if uploaded.is_file() and uploaded.stat().st_size == song.stat().st_size:
             break
         page.wait_for_timeout(100)

@@ -92,6 +92,18 @@ def case(name: str, comfy) -> tuple[dict, dict, list[str]]:
         knobs = {"repainting_start": 1.0, "repainting_end": 4.0}  # tone.wav is 3 s: 1 s past its end
         nodes = graph(comfy, {"widgets": {"task": "repaint", **knobs}, "inputs": WITH_SOURCE}, extra=TONE)
         return nodes, official(task_type="repaint", src_audio=tone, **knobs), ["--checkpoint", root]
+    if (
+        name == "repaint_regions"
+    ):  # a region typed on Load Audio's waveform, 1 s past the end of tone.wav (3 s)
+        nodes = graph(
+            comfy, {"widgets": {"task": "repaint"}, "inputs": {**WITH_SOURCE, "regions": ["10", "regions"]}}
+        )
+        nodes["10"] = {
+            "type": "AceStepFaithfulLoadAudio",
+            "widgets": {"audio": "tone.wav", "regions": "1.5-end+1"},
+        }
+        params = official(task_type="repaint", src_audio=tone, repainting_start=1.5, repainting_end=4.0)
+        return nodes, params, ["--checkpoint", root]
     if name == "reference_timbre":
         nodes = graph(
             comfy, {"inputs": {"vae": ["1", "vae"], "reference_audio": ["10", "audio"]}}, extra=TONE
@@ -137,6 +149,7 @@ CASES = [
     "sde_shift3_batch",
     "cover_source",
     "repaint_outpaint",
+    "repaint_regions",
     "reference_timbre",
     "base_apg_lego",
     "base_adg_complete",
