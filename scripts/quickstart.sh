@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# From a fresh machine: set everything up, then load the ACE-Step weights and run every part once.
+# From a fresh machine: set everything up, load the ACE-Step weights, run every part once (check.wav), then make a
+# 10 s song at the official settings (song.wav), printing the time each step takes.
 # Usage: bash scripts/quickstart.sh [CHECKPOINT]   (official folder or ComfyUI all-in-one .safetensors)
 # Without CHECKPOINT it looks in models/ and, with network, downloads the official weights there.
 set -euo pipefail
@@ -9,6 +10,6 @@ bash scripts/setup_env.sh
 export COMFYUI_PATH=${COMFYUI_PATH:-$PWD/build/comfyui}  # its copy of the lyric vocabulary
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 if [ $# -gt 0 ]; then
-    exec .venv/bin/python -m acestep_models check "$@"
+    exec .venv/bin/python -m acestep_models check "$@" --song 10
 fi
-exec .venv/bin/python -m acestep_models check --download
+exec .venv/bin/python -m acestep_models check --download --song 10

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 LYRICS = ROOT / "tests" / "golden" / "lyrics"
 OFFICIAL = json.loads((LYRICS / "official_ids.json").read_text(encoding="utf-8"))
@@ -113,3 +115,30 @@ def test_check_recognises_ace_step_15_and_runs_every_part(tmp_path):
     audio, rate = soundfile.read(out)
     assert rate == 48000 and audio.shape == (50 * 1920, 2)
     assert abs(audio).max() > 0 and abs(audio).max() <= 1.0  # the official anti-clipping
+
+
+@pytest.mark.parametrize("generation", ["v1", "1.5"])
+def test_check_with_song_makes_a_song_at_the_official_settings(generation, lyric_vocab, tmp_path):
+    """The quickstart's last step: after the check, a whole song (all the official steps), timed."""
+    import soundfile
+    from tiny15 import write_official_root
+
+    from acestep_models.v1.music_dcae import frames_for_seconds, samples_for_frames
+
+    if generation == "v1":
+        checkpoint, extra = ROOT / "tests" / "golden" / "tiny", ["--vocab", str(lyric_vocab)]
+        samples = samples_for_frames(frames_for_seconds(1.0))
+    else:
+        checkpoint, extra = write_official_root(tmp_path / "Ace-Step1.5"), []
+        samples = 128 * 1920  # the official handler's shortest song: 128 latent frames
+    song = tmp_path / "song.wav"
+    run = cli("check", str(checkpoint), *extra, "--seconds", "1", "--out", str(tmp_path / "check.wav"),
+              "--song", "1", "--song-out", str(song))  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "made a 1 s song in " in run.stdout and str(song) in run.stdout
+    audio, rate = soundfile.read(song)
+    assert rate == 48000 and audio.shape == (samples, 2)
+    assert abs(audio).max() > 1e-3 and not (abs(audio) == float("inf")).any()
+    params = json.loads(song.with_name("song_input_params.json").read_text())
+    steps = params.get("infer_step", params.get("inference_steps"))
+    assert steps == (60 if generation == "v1" else 8)  # the official defaults
