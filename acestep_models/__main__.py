@@ -697,6 +697,26 @@ def generate(args: argparse.Namespace) -> None:
     )
 
 
+def split(args: argparse.Namespace) -> None:
+    """``split``: the v1 checkpoint as one file per part in ComfyUI's model folders."""
+    from .v1.checkpoint import split as split_checkpoint
+
+    path = Path(args.checkpoint)
+    if not path.exists():
+        raise CliError(f"{path}: no such file or folder")
+    if generation(path) != "ACE-Step v1":
+        raise CliError(f"{path}: split takes an ACE-Step v1 checkpoint (ComfyUI ships 1.5 split already)")
+    clock = time.perf_counter()
+    try:
+        written = split_checkpoint(path, args.models)
+    except (FileExistsError, FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from e
+    for part, file in written.items():
+        print(f"{part:<13} {file}")
+    print(f"split {path} in {time.perf_counter() - clock:.1f} s: load them with the ACE-Step Load DiT / VAE / Text "
+          "Encoder nodes (workflows/text2music_split_loaders.json)")  # fmt: skip
+
+
 # The keyword arguments of the official LLMHandler.generate_with_stop_condition that ``plan`` takes (plus ``seed``).
 PLAN_NUMBERS = ("temperature", "cfg_scale", "top_p", "repetition_penalty", "target_duration")
 PLAN_TEXTS = ("caption", "lyrics", "infer_type", "negative_prompt")
@@ -883,6 +903,18 @@ def build_parser() -> argparse.ArgumentParser:
             *names, dest=f"param_{key}", metavar=_metavar(key), help=f"{what}default {json.dumps(default)}"
         )
     p.set_defaults(func=generate)
+
+    p = commands.add_parser(
+        "split",
+        help="write a v1 checkpoint as one file per part (DiT, VAE, text encoder) into ComfyUI's models folder",
+        description="Write the DiT, the VAE (music DCAE + vocoder) and UMT5 of an ACE-Step v1 checkpoint (the "
+        "official folder or ComfyUI's all-in-one file) as diffusion_models/ace_step_dit.safetensors, "
+        "vae/ace_step_vae.safetensors and text_encoders/umt5_base.safetensors under MODELS (ComfyUI's models/ "
+        "folder): the files of workflows/text2music_split_loaders.json. Existing files are never overwritten.",
+    )
+    p.add_argument("checkpoint", help="official ACE-Step-v1-3.5B folder or ace_step_v1_3.5b.safetensors")
+    p.add_argument("--models", required=True, metavar="MODELS", help="ComfyUI's models/ folder")
+    p.set_defaults(func=split)
 
     p = commands.add_parser(
         "plan",

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 LYRICS = ROOT / "tests" / "golden" / "lyrics"
@@ -142,3 +143,30 @@ def test_check_with_song_makes_a_song_at_the_official_settings(generation, lyric
     params = json.loads(song.with_name("song_input_params.json").read_text())
     steps = params.get("infer_step", params.get("inference_steps"))
     assert steps == (60 if generation == "v1" else 8)  # the official defaults
+
+
+def test_split_writes_one_file_per_part_that_loads_as_the_original(lyric_vocab, tmp_path):
+    """``split`` makes the files of workflows/text2music_split_loaders.json from the official folder or the
+    all-in-one file; each loads to the same weights, and nothing is overwritten."""
+    from acestep_models.v1 import checkpoint as C
+    from tiny_checkpoints import write_all_in_one
+
+    official = ROOT / "tests" / "golden" / "tiny"
+    for source in (official, write_all_in_one(tmp_path / "aio.safetensors")):
+        models = tmp_path / f"models_{source.name}"
+        run = cli("split", str(source), "--models", str(models))
+        assert run.returncode == 0, run.stderr
+        dit, vae, te = (models / rel for rel in C.SPLIT_FILES.values())
+        assert "ace_step_dit.safetensors" in run.stdout and dit.is_file() and vae.is_file() and te.is_file()
+        pairs = [
+            (C.load_dit(dit), C.load_dit(official)),
+            (C.load_music_dcae(vae), C.load_music_dcae(official)),
+        ]
+        for ours, ref in pairs:
+            a, b = ours.state_dict(), ref.state_dict()
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        (encoder, tokenizer), (ref, ref_tokenizer) = C.load_text_encoder(te), C.load_text_encoder(official)
+        assert all(torch.equal(v, ref.state_dict()[k]) for k, v in encoder.state_dict().items())
+        assert tokenizer.encode("pop, synth, 120 BPM") == ref_tokenizer.encode("pop, synth, 120 BPM")
+        again = cli("split", str(source), "--models", str(models))
+        assert again.returncode == 1 and "not overwriting" in again.stderr

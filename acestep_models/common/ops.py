@@ -47,7 +47,9 @@ class CastConv2d(torch.nn.Conv2d):
 
 class CastConvTranspose1d(torch.nn.ConvTranspose1d):
     def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
-        padding = self._output_padding(x, output_size, self.stride, self.padding, self.kernel_size, 1, self.dilation)
+        padding = self._output_padding(
+            x, output_size, self.stride, self.padding, self.kernel_size, 1, self.dilation
+        )
         w, b = _like(self.weight, x), _like(self.bias, x)
         return F.conv_transpose1d(x, w, b, self.stride, self.padding, padding, self.groups, self.dilation)
 

@@ -210,7 +210,12 @@ class Layout:
 
     def find_prefix(self, keys: list[str], part: str, path: Path | None = None) -> str | None:
         found = sorted(
-            {k[: -len(sig)] for sig in self.signatures[part] for k in keys if k == sig or k.endswith("." + sig)}
+            {
+                k[: -len(sig)]
+                for sig in self.signatures[part]
+                for k in keys
+                if k == sig or k.endswith("." + sig)
+            }
         )
         if len(found) > 1 and self.choose is not None:
             return self.choose(part, found, path)
@@ -242,7 +247,10 @@ class Layout:
 
 
 LAYOUTS: list[Layout] = []  # every generation's layout, registered by its checkpoint module
-GENERATION_MODULES = ("v1.checkpoint", "v15.checkpoint")  # (under acestep_models) the modules that register one
+GENERATION_MODULES = (
+    "v1.checkpoint",
+    "v15.checkpoint",
+)  # (under acestep_models) the modules that register one
 
 
 def register(layout: Layout) -> Layout:

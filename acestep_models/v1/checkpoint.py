@@ -80,7 +80,12 @@ def locate(path: str | Path, part: str) -> PartSource:
     """Read ``part`` from an official folder (root or the part's own folder) or from a single .safetensors file."""
     src = weights.locate(path, part, LAYOUT)
     spiece = [k for k in src.keys if k.endswith(SPIECE_SUFFIX)]
-    if part == "text_encoder" and spiece and Path(src.origin).suffix == ".safetensors" and Path(path).is_file():
+    if (
+        part == "text_encoder"
+        and spiece
+        and Path(src.origin).suffix == ".safetensors"
+        and Path(path).is_file()
+    ):
         src.extras["spiece_model"] = read_tensor(src.origin, spiece[0]).numpy().tobytes()
     return src
 
@@ -252,3 +257,76 @@ def load_all(
         text_tokenizer=text_tokenizer,
         lyric_tokenizer=lyric_tokenizer,
     )
+
+
+# --- One file per part, from any layout (the split loaders' files) --------------------------------------------------
+
+SPLIT_FILES = {  # where ComfyUI keeps each part, under the names the split-loaders workflow uses
+    "dit": Path("diffusion_models") / "ace_step_dit.safetensors",
+    "vae": Path("vae") / "ace_step_vae.safetensors",
+    "text_encoder": Path("text_encoders") / "umt5_base.safetensors",
+}
+
+
+def split(path: str | Path, models_dir: str | Path) -> dict[str, Path]:
+    """Write the DiT, the VAE (DCAE + vocoder) and UMT5 of a checkpoint (official folder or all-in-one file) as one
+    file per part under ComfyUI's ``models_dir`` (``SPLIT_FILES``): official key names, each part's config in the
+    file's metadata (so sizes that shapes cannot tell travel along), UMT5 with its sentencepiece model as the
+    ``spiece_model`` tensor when the source carries one, else the official ``tokenizer.json`` beside it. An existing
+    file is never overwritten."""
+    from safetensors.torch import save_file
+
+    models_dir = Path(models_dir)
+    targets = {part: models_dir / rel for part, rel in SPLIT_FILES.items()}
+    taken = [str(t) for t in targets.values() if t.exists()]
+    if taken:
+        raise FileExistsError(f"not overwriting {', '.join(taken)}: move them away first")
+    sources = {part: locate(path, part) for part in ("dit", "dcae", "vocoder", "text_encoder")}
+
+    def meta(*parts: str) -> dict[str, str]:
+        import json
+
+        return {
+            weights.CONFIG_METADATA.format(part=p): json.dumps(sources[p].config)
+            for p in parts
+            if sources[p].config is not None
+        }
+
+    te = sources["text_encoder"]
+    tokenizer_json = Path(te.extras.get("dir", "")) / "tokenizer.json"
+    if "spiece_model" not in te.extras and not tokenizer_json.is_file():
+        raise FileNotFoundError(
+            f"UMT5 tokenizer not found beside {te.origin} (no spiece_model, no tokenizer.json)"
+        )
+    parts = {
+        "dit": ({k: v.contiguous() for k, v in sources["dit"].state_dict.items()}, meta("dit")),
+        "vae": (
+            {
+                f"{p}.{k}": v.contiguous()
+                for p in ("dcae", "vocoder")
+                for k, v in sources[p].state_dict.items()
+            },
+            meta("dcae", "vocoder"),
+        ),
+        "text_encoder": ({k: v.contiguous() for k, v in te.state_dict.items()}, meta("text_encoder")),
+    }
+    if "spiece_model" in te.extras:
+        parts["text_encoder"][0]["spiece_model"] = torch.frombuffer(
+            bytearray(te.extras["spiece_model"]), dtype=torch.uint8
+        )
+    written = []
+    try:
+        for part, (sd, metadata) in parts.items():
+            targets[part].parent.mkdir(parents=True, exist_ok=True)
+            save_file(sd, str(targets[part]), metadata=metadata or None)
+            written.append(targets[part])
+        if "spiece_model" not in te.extras:
+            beside = targets["text_encoder"].with_name("tokenizer.json")
+            if not beside.exists():
+                beside.write_bytes(tokenizer_json.read_bytes())
+                written.append(beside)
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    return targets

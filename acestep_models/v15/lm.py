@@ -192,7 +192,9 @@ class Qwen3ForCausalLM(nn.Module):
         return self.model.norm.weight.device
 
     @device.setter
-    def device(self, value) -> None:  # ComfyUI's ModelPatcher writes model.device; the weights say where it is
+    def device(
+        self, value
+    ) -> None:  # ComfyUI's ModelPatcher writes model.device; the weights say where it is
         pass
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:

@@ -379,7 +379,9 @@ class AutoencoderOobleck(nn.Module):
         return self.encoder.conv1.weight_v.device
 
     @device.setter
-    def device(self, value) -> None:  # ComfyUI's ModelPatcher writes model.device; the weights say where it is
+    def device(
+        self, value
+    ) -> None:  # ComfyUI's ModelPatcher writes model.device; the weights say where it is
         pass
 
     @property

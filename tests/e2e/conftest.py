@@ -139,11 +139,13 @@ def _write_models(models: Path) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from tiny_checkpoints import TINY, write_all_in_one, write_split
+    from acestep_models.v1.checkpoint import split
+    from tiny_checkpoints import TINY, write_all_in_one
 
     (models / "checkpoints").mkdir(parents=True)
     write_all_in_one(models / MODELS["all_in_one"])
-    for part, path in write_split(models).items():
+    # the split loaders' files as `python -m acestep_models split` writes them from the all-in-one file
+    for part, path in split(models / MODELS["all_in_one"], models).items():
         assert path.relative_to(models).as_posix() == MODELS[part]
     shutil.copytree(TINY, models / MODELS["official"])
     g = torch.Generator().manual_seed(0)
