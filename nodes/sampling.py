@@ -101,7 +101,7 @@ def check_noise_device(node: str, mode: str, scheduler: str, device: torch.devic
 # --- masks --------------------------------------------------------------------------------------------------------
 
 
-def per_frame_mask(node: str, mask, batch: int, frames: int) -> torch.Tensor:
+def per_frame_mask(node: str, mask, batch: int, frames: int, input: str = "mask") -> torch.Tensor:
     """ComfyUI MASK [B or 1, H, T] (e.g. ACE-Step Mask from Seconds: H = 16) -> latent-time mask [T] or [B, T]: a
     frame is regenerated as much as its most-marked row."""
     if not isinstance(mask, torch.Tensor):
@@ -109,14 +109,18 @@ def per_frame_mask(node: str, mask, batch: int, frames: int) -> torch.Tensor:
             node,
             "this is not a MASK",
             "Connect a MASK (e.g. ACE-Step Mask from Seconds).",
-            "mask",
+            input,
             type(mask).__name__,
         )
     if mask.ndim == 2:
         mask = mask[None]
+    if (
+        mask.ndim == 4 and mask.shape[1] == 1
+    ):  # a LATENT's noise_mask (core's Set Latent Noise Mask): [B, 1, H, T]
+        mask = mask[:, 0]
     if mask.ndim != 3 or mask.numel() == 0:
         raise node_error(
-            node, f"the mask has shape {list(mask.shape)}, not [batch, rows, frames]", "", "mask", "MASK"
+            node, f"the mask has shape {list(mask.shape)}, not [batch, rows, frames]", "", input, "MASK"
         )
     if mask.shape[-1] != frames:
         longer = "longer" if mask.shape[-1] > frames else "shorter"
@@ -124,7 +128,7 @@ def per_frame_mask(node: str, mask, batch: int, frames: int) -> torch.Tensor:
             node,
             f"the mask is {longer} than the latent: {mask.shape[-1]} frames for a latent of {frames}",
             "Make the mask from the same latent (ACE-Step Mask from Seconds, or the mask of ACE-Step Extend Latent).",
-            "mask",
+            input,
             f"MASK {list(mask.shape)}",
         )
     if mask.shape[0] not in (1, batch):
@@ -132,21 +136,21 @@ def per_frame_mask(node: str, mask, batch: int, frames: int) -> torch.Tensor:
             node,
             f"the mask has {mask.shape[0]} items for a batch of {batch}",
             "Give one mask, or one per batch item.",
-            "mask",
+            input,
             f"MASK {list(mask.shape)}",
         )
     mask = mask.float().cpu()
     if not torch.isfinite(mask).all():
         bad = int((~torch.isfinite(mask)).sum())
         raise node_error(
-            node, f"the mask holds {bad} NaN/inf values", "Fix the node that made it.", "mask", "MASK"
+            node, f"the mask holds {bad} NaN/inf values", "Fix the node that made it.", input, "MASK"
         )
     if mask.min() < 0 or mask.max() > 1:
         raise node_error(
             node,
             f"mask values must lie in [0, 1], these go from {float(mask.min()):g} to {float(mask.max()):g}",
             "Clamp or rescale the mask (1 = regenerate, 0 = keep).",
-            "mask",
+            input,
             "MASK",
         )
     per_frame = mask.amax(dim=1)
@@ -253,7 +257,8 @@ class AceStepSampler(io.ComfyNode):
                 io.Latent.Input(
                     "latent",
                     tooltip="Sets the length and batch size (an empty latent: text2music). With a mask connected, the "
-                    "song to repaint or extend.",
+                    "song to repaint or extend. A noise mask on it (core's Set Latent Noise Mask) is the mask when "
+                    "none is connected.",
                 ),
                 seed_input("seed", "The noise seed (official manual_seeds; batch item i uses seed + i)."),
                 *shared("steps", "scheduler", "cfg_type", "guidance_scale", "omega_scale"),
@@ -381,8 +386,20 @@ class AceStepSampler(io.ComfyNode):
                     reference_strength,
                 )
             task = tasks.Audio2Audio(ref, reference_strength)
+        mask_input = "mask"
+        if (
+            mask is None
+            and reference is None
+            and isinstance(latent, dict)
+            and latent.get("noise_mask") is not None
+        ):
+            mask, mask_input = (
+                latent["noise_mask"],
+                "latent",
+            )  # core's Set Latent Noise Mask: what to regenerate
         if mask is not None:
-            task = tasks.from_mask(samples, per_frame_mask(node, mask, batch, frames), retake_variance)
+            per_frame = per_frame_mask(node, mask, batch, frames, mask_input)
+            task = tasks.from_mask(samples, per_frame, retake_variance)
             if not isinstance(task, tasks.Retake) and int(total * (1 - retake_variance)) >= total:
                 raise node_error(
                     node,

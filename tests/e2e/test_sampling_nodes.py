@@ -516,3 +516,31 @@ def test_comfy_noise_is_comfyuis_prepare_noise(tmp_path):
     """,
     )
     assert result == {"comfy_equal": True, "official_item_1_is_seed_plus_1": True}
+
+
+def test_a_latent_noise_mask_is_the_mask_when_none_is_connected(comfy):
+    """Core's Set Latent Noise Mask on the song's latent repaints what the same mask on the mask input repaints."""
+
+    def song(nodes):
+        run = comfy.run(nodes)
+        assert run.ok, str(run)
+        return saved(comfy, run)
+
+    mask = {
+        "4": {
+            "type": "AceStepFaithfulMaskFromSeconds",
+            "widgets": {"ranges": "1-2"},
+            "inputs": {"latent": ["3", "latent"]},
+        }
+    }
+    direct = song_nodes(comfy, sampler(mask=["4", "mask"]), TONE["3"], {**TONE, **mask})
+    masked = {
+        "8": {"type": "SetLatentNoiseMask", "inputs": {"samples": ["3", "latent"], "mask": ["4", "mask"]}}
+    }
+    via_latent = song_nodes(comfy, sampler(), TONE["3"], {**TONE, **mask, **masked})
+    via_latent["5"]["inputs"]["latent"] = ["8", "LATENT"]
+    plain = song_nodes(
+        comfy, sampler(), TONE["3"], TONE
+    )  # the same song latent without any mask: audio2audio off
+    assert np.array_equal(song(direct), song(via_latent))
+    assert not np.array_equal(song(direct), song(plain))
