@@ -63,6 +63,7 @@ const V1_IDS = [
 const V15_IDS = [
     '15CheckpointLoader',
     '15DiTLoader',
+    '15DiTFromModel',
     '15VAELoader',
     '15TextEncoderLoader',
     '15LMLoader',

@@ -7,6 +7,9 @@ scale rules (diffusers 0.33's, PEFT's alpha / r or rsLoRA, kohya ``.alpha`` tens
 
 Merging computes in float32 with one rounding to the weight's dtype, so inference costs nothing extra; the
 original tensors of the patched weights are kept (on the CPU) and put back bit for bit by ``remove_lora``.
+``merge_loras`` merges a stack of LoRAs the same way: every patched weight is recomputed from its original as
+``original + sum of the stack's deltas`` (float32, one rounding), so a stack depends only on its members and their
+order, never on what was merged before.
 """
 
 from __future__ import annotations
@@ -63,8 +66,7 @@ class LoRA:
 
 @dataclass
 class _Applied:
-    name: str
-    weight: float
+    stack: list[tuple[LoRA, float]]  # the merged LoRAs and their weights, in merge order
     originals: dict[str, torch.Tensor]  # weight key -> the tensor as it was (CPU copy)
 
 
@@ -222,9 +224,20 @@ def _round(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def applied_lora(model: torch.nn.Module) -> tuple[str, float] | None:
-    """(name, weight) of the LoRA merged into ``model``, or None."""
+    """(name, weight) of the LoRA merged into ``model`` (the last one of a stack), or None."""
+    stack = applied_loras(model)
+    return stack[-1] if stack else None
+
+
+def applied_loras(model: torch.nn.Module) -> list[tuple[str, float]]:
+    """(name, weight) of every LoRA merged into ``model``, in merge order ([] without any)."""
+    return [(lora.name, weight) for lora, weight in merged_loras(model)]
+
+
+def merged_loras(model: torch.nn.Module) -> list[tuple[LoRA, float]]:
+    """The (LoRA, weight) stack merged into ``model`` (as given to ``merge_loras``), [] without any."""
     state = getattr(model, _APPLIED, None)
-    return (state.name, state.weight) if state else None
+    return list(state.stack) if state else []
 
 
 def remove_lora(model: torch.nn.Module) -> None:
@@ -239,34 +252,56 @@ def remove_lora(model: torch.nn.Module) -> None:
     delattr(model, _APPLIED)
 
 
-def merge_lora(model: torch.nn.Module, lora: LoRA, weight: float = 1.0, what: str = "model") -> None:
-    """Merge ``lora`` at ``weight`` into ``model``'s weights, replacing any LoRA merged before; on an error the
-    weights are left as they were. ``what`` names the model in messages."""
-    remove_lora(model)
-    params = dict(model.named_parameters())
-    patches = lora_patches(lora, weight)
+def _misfits(params: dict[str, torch.nn.Parameter], lora: LoRA, what: str) -> list[str]:
     problems = []
-    for k, (up, down, _) in patches.items():
+    for k, (up, down, _) in lora.patches.items():
         if k not in params:
             problems.append(f"{k} is not in this {what}")
         elif params[k].shape[0] != up.shape[0] or params[k][0].numel() != down[0].numel():
             problems.append(
                 f"{k} is {tuple(params[k].shape)}, the LoRA makes {(up.shape[0], *down.shape[1:])}"
             )
-    if problems:
-        raise ValueError(
-            f"LoRA {lora.name!r} does not fit this {what} (made for another model size?): {problems[:3]}"
-        )
+    return problems
+
+
+def merge_lora(model: torch.nn.Module, lora: LoRA, weight: float = 1.0, what: str = "model") -> None:
+    """Merge ``lora`` at ``weight`` into ``model``'s weights, replacing any LoRA merged before; on an error the
+    weights are left as they were. ``what`` names the model in messages."""
+    merge_loras(model, [(lora, weight)], what)
+
+
+def merge_loras(model: torch.nn.Module, stack: list[tuple[LoRA, float]], what: str = "model") -> None:
+    """Make ``model``'s weights ``original + sum of weight * delta`` over ``stack`` ((LoRA, weight) pairs, summed
+    in order, float32, one rounding), replacing whatever was merged before; an empty stack removes every LoRA.
+    On an error the weights are left as they were. ``what`` names the model in messages."""
+    params = dict(model.named_parameters())
+    for lora, _ in stack:
+        problems = _misfits(params, lora, what)
+        if problems:
+            raise ValueError(
+                f"LoRA {lora.name!r} does not fit this {what} (made for another model size?): {problems[:3]}"
+            )
+    previous = getattr(model, _APPLIED, None)
+    keys = sorted({k for lora, _ in stack for k in lora.patches})
     originals = {}
     try:
         with torch.no_grad():
-            for key, (up, down, scale) in patches.items():
+            remove_lora(model)
+            for key in keys:
                 p = params[key]
                 originals[key] = p.detach().to("cpu", copy=True)
-                p.copy_(_round(p.float() + lora_delta(up, down, scale, p), p.dtype))
+                w = p.float()
+                for lora, weight in stack:
+                    if key in lora.patches:
+                        up, down, scale = lora.patches[key]
+                        w = w + lora_delta(up, down, scale * weight, p)
+                p.copy_(_round(w, p.dtype))
     except BaseException:
         with torch.no_grad():
             for key, original in originals.items():
                 params[key].copy_(original)
+        if previous is not None:  # the stack merged before, as it was
+            merge_loras(model, previous.stack, what)
         raise
-    setattr(model, _APPLIED, _Applied(lora.name, weight, originals))
+    if stack:
+        setattr(model, _APPLIED, _Applied(list(stack), originals))

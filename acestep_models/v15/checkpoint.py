@@ -196,6 +196,20 @@ def load_dit(
     )
 
 
+def dit_over(state_dict: StateDict, operations=None):
+    """Our DiT over another module's tensors, shared, not copied (e.g. the parameters of ComfyUI's own 1.5 DiT,
+    whose module tree has the official names too): built on meta, each tensor assigned as it is (its dtype and
+    device). Sizes come from the shapes, the rest at the released values. ``operations``: layers that cast per call
+    where the tensors may sit on another device (ComfyUI's ``manual_cast``)."""
+    from .model import AceStep15Config, AceStepConditionGenerationModel
+
+    config = AceStep15Config.from_state_dict(state_dict)
+    with torch.device("meta"):
+        model = AceStepConditionGenerationModel(config, operations=operations)
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    return model.eval()
+
+
 def load_silence_latent(path: str | Path) -> torch.Tensor | None:
     """The DiT's ``silence_latent.pt`` as the handler holds it, [1, T, D] float32 (the file is [1, D, T]; read as
     tensors only, no pickled code runs), or None when it is not beside the weights (ComfyUI's files come without

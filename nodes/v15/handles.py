@@ -40,6 +40,28 @@ class DiT15Handle(ModelHandle):
 
 
 @dataclass
+class CoreDiT15Handle(DiT15Handle):
+    """ComfyUI's own 1.5 DiT (a core MODEL from UNETLoader / Load Checkpoint) seen as ours: the same tensors, no
+    copy. ComfyUI's patcher moves and patches them (its LoRA loaders too); ``model`` is our module over whatever
+    tensors core's module holds right now (rebuilt when ComfyUI has swapped them, e.g. after patching)."""
+
+    _view: torch.nn.Module | None = None
+    _bound: tuple = ()
+
+    @property
+    def model(self) -> torch.nn.Module:
+        import comfy.ops
+
+        from ...acestep_models.v15.checkpoint import dit_over
+
+        params = dict(self.patcher.model.diffusion_model.named_parameters())
+        bound = tuple(id(p) for p in params.values())
+        if self._view is None or bound != self._bound:
+            self._view, self._bound = dit_over(params, operations=comfy.ops.manual_cast), bound
+        return self._view
+
+
+@dataclass
 class Vae15Handle(ModelHandle):
     """The Oobleck VAE: 48 kHz stereo <-> latents [B, T, 64] at 25 Hz."""
 

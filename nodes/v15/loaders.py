@@ -21,6 +21,7 @@ from ..loaders import DEFAULT_STORAGE, OPERATIONS, _dtype_input, _files_tooltip,
 from .handles import (
     CATEGORY15,
     LM15,
+    CoreDiT15Handle,
     DiT15,
     DiT15Handle,
     LM15Handle,
@@ -45,13 +46,13 @@ def _variant_input() -> io.Input:
     return io.Combo.Input("variant", options=[AUTO, *VARIANTS], default=AUTO, tooltip=VARIANT_TOOLTIP)
 
 
-def silence_latent(node: str, input: str, value: str, path: Path, dim: int) -> torch.Tensor:
+def silence_latent(node: str, input: str, value: str, path: Path | None, dim: int) -> torch.Tensor:
     """The DiT's ``silence_latent.pt`` [1, T, D] (official folders hold it); ComfyUI's repackaged files come without
     one, so there it is core's built-in copy (``comfy.ldm.ace.ace_step15.get_silence_latent``, ComfyUI 0.8+), which
     rounds the official one (results differ slightly from the official code; the file beside the DiT fixes that)."""
     from ...acestep_models.v15.checkpoint import SILENCE_LATENT, load_silence_latent
 
-    silence = load_silence_latent(path)
+    silence = load_silence_latent(path) if path is not None else None
     if silence is None:
         try:
             from comfy.ldm.ace.ace_step15 import get_silence_latent
@@ -336,9 +337,59 @@ class AceStep15CheckpointLoader(io.ComfyNode):
         )
 
 
+class AceStep15DiTFromModel(io.ComfyNode):
+    TITLE = "ACE-Step 1.5 DiT from MODEL"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        from ...acestep_models.v15.sampler import VARIANTS
+
+        return io.Schema(
+            node_id="AceStepFaithful15DiTFromModel",
+            display_name=cls.TITLE,
+            category=CATEGORY15,
+            description="Core's ACE-Step 1.5 MODEL (Load Diffusion Model, Load Checkpoint) as a DiT for the ACE-Step "
+            "1.5 Sampler, sharing its weights (no second copy in memory); core's LoRA loaders on the MODEL apply.",
+            inputs=[
+                io.Model.Input("model", tooltip="An ACE-Step 1.5 MODEL from core's loaders."),
+                io.Combo.Input(
+                    "variant",
+                    options=list(VARIANTS),
+                    default="turbo",
+                    tooltip="Which official sampler the DiT was trained for (core's MODEL does not say): turbo, base "
+                    "or sft, as its file name tells (acestep_v1.5_turbo / _base / _sft).",
+                ),  # fmt: skip
+            ],
+            outputs=[_dit_out()],
+        )
+
+    @classmethod
+    def execute(cls, model, variant: str = "turbo") -> io.NodeOutput:
+        node = cls.TITLE
+        inner = getattr(getattr(model, "model", None), "diffusion_model", None)
+        if inner is None or type(inner).__module__ != "comfy.ldm.ace.ace_step15":
+            what = type(inner).__name__ if inner is not None else type(model).__name__
+            raise node_error(
+                node, f"this MODEL holds {what}, not ComfyUI's ACE-Step 1.5 DiT",
+                "Load acestep_v1.5_*.safetensors with core's Load Diffusion Model (or use ACE-Step 1.5 Load DiT).",
+                "model", what,
+            )  # fmt: skip
+        weights = dict(inner.named_parameters())
+        if any(p.dtype not in (torch.float32, torch.bfloat16, torch.float16) for p in weights.values()):
+            raise node_error(
+                node, "this MODEL keeps its weights in float8", "Use ACE-Step 1.5 Load DiT (weight_dtype fp8_*) instead.",
+                "model", "MODEL",
+            )  # fmt: skip
+        dtype = next(iter(weights.values())).dtype
+        dim = weights["decoder.proj_out.1.weight"].shape[1]
+        silence = silence_latent(node, "model", "MODEL", None, dim)  # (core keeps no file)
+        return io.NodeOutput(CoreDiT15Handle(model, "core MODEL", dtype, variant, silence))
+
+
 NODES = [
     AceStep15CheckpointLoader,
     AceStep15DiTLoader,
+    AceStep15DiTFromModel,
     AceStep15VAELoader,
     AceStep15TextEncoderLoader,
     AceStep15LMLoader,

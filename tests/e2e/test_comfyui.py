@@ -45,6 +45,7 @@ OUR_NODES = {
 OUR_15_NODES = {
     "AceStepFaithful15CheckpointLoader",
     "AceStepFaithful15DiTLoader",
+    "AceStepFaithful15DiTFromModel",
     "AceStepFaithful15VAELoader",
     "AceStepFaithful15TextEncoderLoader",
     "AceStepFaithful15LMLoader",

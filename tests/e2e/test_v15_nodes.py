@@ -238,3 +238,71 @@ def test_comfyuis_repackaged_dit_file_gives_the_official_folders_song(comfy):
     }
     single["5"]["inputs"]["dit"] = ["0", "dit"]
     assert np.array_equal(song(folder), song(single))
+
+
+def test_cores_15_model_drives_our_sampler_on_the_same_tensors(tmp_path):
+    """Core's 1.5 MODEL (what Load Diffusion Model gives) through ACE-Step 1.5 DiT from MODEL: our DiT over core's
+    own tensors (no copy), generating what our loader's DiT from the same file generates."""
+    from conftest import comfyui_root
+    from e2e.test_sampling_nodes import in_comfyui
+
+    if not (comfyui_root() / "comfy" / "ldm" / "ace" / "ace_step15.py").is_file():
+        pytest.skip("this ComfyUI (0.3.76) has no ACE-Step 1.5 model of its own to adapt")
+    tiny = ROOT / "tests" / "golden" / "v15" / "pipeline" / "tiny"
+    result = in_comfyui(
+        tmp_path,
+        f"""
+        import comfy.model_patcher, comfy.supported_models
+        from safetensors.torch import save_file
+        from acestep_pack.acestep_models.common.weights import CONFIG_METADATA, read_json
+        from acestep_pack.acestep_models.v15 import checkpoint as C
+        from acestep_pack.acestep_models.v15.model import AceStep15Config, AceStepConditionGenerationModel
+        from acestep_pack.acestep_models.v15.pipeline import Models15, generate
+        from acestep_pack.nodes.v15 import loaders
+
+        # a tiny DiT 64 latent channels wide (core's built-in silence latent is), saved as ComfyUI's file
+        official = {{**read_json({str(tiny / "acestep-v15-turbo" / "config.json")!r}),
+                    "audio_acoustic_hidden_dim": 64, "timbre_hidden_dim": 64, "in_channels": 192,
+                    # core's tokenizer and detokenizer layers keep the released 16 / 8 heads and 3x MLP
+                    "num_attention_heads": 16, "num_key_value_heads": 8, "intermediate_size": 96}}
+        torch.manual_seed(0)
+        ours = AceStepConditionGenerationModel(AceStep15Config.from_official(official))
+        sd = {{k: (1 + 0.1 * torch.randn_like(v) if k.endswith("norm.weight") else 0.2 * torch.randn_like(v))
+              for k, v in ours.state_dict().items()}}
+        folder = {str(tmp_path / "diffusion_models")!r}
+        import os; os.makedirs(folder)
+        save_file(sd, folder + "/acestep_v1.5_turbo.safetensors",
+                  metadata={{CONFIG_METADATA.format(part="dit"): json.dumps(official)}})
+        folder_paths.add_model_folder_path("diffusion_models", folder)
+
+        # core's own 1.5 DiT holding those weights, in core's ModelPatcher
+        unet = dict(audio_model="ace1.5", in_channels=192, hidden_size=32, text_hidden_dim=32, timbre_hidden_dim=64,
+                    audio_acoustic_hidden_dim=64, num_dit_layers=4, num_lyric_layers=2, num_timbre_layers=2,
+                    num_tokenizer_layers=2, num_heads=16, num_kv_heads=8, head_dim=8, intermediate_size=96,
+                    fsq_dim=32, encoder_hidden_size=32, encoder_intermediate_size=96, encoder_num_heads=16)
+        config = comfy.supported_models.ACEStep15(unet)
+        config.set_inference_dtype(torch.float32, None)
+        core = config.get_model({{}})
+        core.diffusion_model.load_state_dict(sd)
+        cpu = torch.device("cpu")
+        patcher = comfy.model_patcher.ModelPatcher(core, load_device=cpu, offload_device=cpu)
+
+        adapted = loaders.AceStep15DiTFromModel.execute(patcher, "turbo").args[0]
+        loaded = loaders.AceStep15DiTLoader.execute("diffusion_models/acestep_v1.5_turbo.safetensors", "auto", "fp32").args[0]
+        core_tensors = {{id(p) for p in core.diffusion_model.parameters()}}
+        shared = all(id(p) in core_tensors for p in adapted.model.parameters())
+
+        te, tok = C.load_text_encoder({str(tiny / "Qwen3-Embedding-0.6B")!r})
+        params = {{"captions": "lofi piano", "lyrics": "[verse]\\nla la", "use_random_seed": False, "seed": 3,
+                  "global_seed": 5, "audio_duration": 2.0, "batch_size": 1}}
+
+        def song(handle):
+            models = Models15(handle.model, None, te, tok, handle.silence, handle.variant)
+            return generate(models, params, decode=False).latents
+
+        a, b = song(adapted), song(loaded)
+        print(json.dumps({{"shared": shared, "equal": bool(torch.equal(a, b)), "finite": bool(torch.isfinite(a).all()),
+                          "silence_equal": bool(torch.equal(adapted.silence, loaded.silence))}}))
+        """,
+    )
+    assert result == {"shared": True, "equal": True, "finite": True, "silence_equal": True}, result
