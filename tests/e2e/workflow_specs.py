@@ -12,6 +12,7 @@ edit); model files carry the names README.md tells users to use.
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -553,6 +554,11 @@ def layout(workflow: dict) -> dict:
 def build(frontend, name: str) -> dict:
     spec = SPECS[name]()
     workflow = frontend.build(spec)
+    # an id of its own, stable across rewrites: frontend 1.4x opens a workflow whose id it has open by switching
+    # to that tab, so files sharing one id (the editor's nil id) would show each other
+    workflow["id"] = str(
+        uuid.uuid5(uuid.NAMESPACE_URL, f"https://github.com/comfyui-acestep/workflows/{name}")
+    )
     for node in workflow["nodes"]:  # the files the frontend offers to download when they are missing
         if spec[str(node["id"])].get("models"):
             node.setdefault("properties", {})["models"] = spec[str(node["id"])]["models"]
