@@ -30,19 +30,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def qwen_bpe() -> Path:
-    from conftest import comfyui_root
-
-    root = comfyui_root()
-    folder = root / "comfy" / "text_encoders" / "qwen25_tokenizer" if root else None
-    if folder is None or not (folder / "vocab.json").is_file():
-        pytest.fail(
-            "No ComfyUI copy with qwen25_tokenizer/: run `bash scripts/setup_env.sh` or set COMFYUI_PATH"
-        )
-    return folder
-
-
 def read(path: Path) -> torch.Tensor:
     data, sr = soundfile.read(str(path), dtype="float32", always_2d=True)
     assert sr == 48000

@@ -29,19 +29,6 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def qwen_bpe() -> Path:
-    from conftest import comfyui_root
-
-    root = comfyui_root()
-    folder = root / "comfy" / "text_encoders" / "qwen25_tokenizer" if root else None
-    if folder is None or not (folder / "vocab.json").is_file():
-        pytest.fail(
-            "No ComfyUI copy with qwen25_tokenizer/: run `bash scripts/setup_env.sh` or set COMFYUI_PATH"
-        )
-    return folder
-
-
-@pytest.fixture(scope="module")
 def planner(qwen_bpe) -> P.Planner:
     return P.load_planner(TINY_LM, tokenizer=qwen_bpe)
 
