@@ -468,6 +468,7 @@ def generate15(args: argparse.Namespace) -> None:
         # the end-to-end path (official inference.generate_music): with --lm, or replaying what it recorded
         end_to_end = bool(args.lm) or recorded_plan is not None
         params = P15.load_params(args.params if args.params else {}, notes, with_lm=end_to_end)
+        loras = P15.load_lora_params(args.params if args.params else {}, notes)
     except P15.ParamsError as e:
         raise CliError(f"{args.params}: {e}" if args.params and e.key != "params" else str(e)) from e
     for note in notes:
@@ -507,6 +508,15 @@ def generate15(args: argparse.Namespace) -> None:
     print(
         f"loaded {args.checkpoint} ({models.variant}) in {time.perf_counter() - clock:.1f} s", file=sys.stderr
     )
+    if loras:
+        from .v15.lora import apply_lora, load_lora
+
+        try:
+            for path, scale in loras:
+                apply_lora(models.dit, load_lora(path), scale)
+        except (FileNotFoundError, ValueError) as e:
+            raise CliError(f"lora_path: {e}") from e
+        print(f"LoRA {', '.join(f'{p} at {s:g}' for p, s in loras)}", file=sys.stderr)
     planner = None
     if args.lm:
         from .v15.planner import load_planner
@@ -554,12 +564,14 @@ def generate15(args: argparse.Namespace) -> None:
         if stop.is_set():
             raise Interrupted()
         extra = {}
+        if loras:  # as given (one entry per LoRA), so the parameter file replays with them
+            extra = {"lora_path": [p for p, _ in loras], "lora_scale": [s for _, s in loras]}
         if end_to_end:  # official inference.generate_music: peak normalisation on top of the anti-clipping
             from .v15.pipeline import normalize_peak
 
             if lm["enable_normalization"] and lm["normalization_db"] <= 0.0:
                 result.audio = [normalize_peak(w, lm["normalization_db"]) for w in result.audio]
-            extra = dict(lm)
+            extra.update(lm)
             if plan is not None:
                 extra[P15.PLAN_KEY] = plan
         seconds = time.perf_counter() - clock

@@ -67,6 +67,7 @@ const V15_IDS = [
     '15VAELoader',
     '15TextEncoderLoader',
     '15LMLoader',
+    '15LoraLoader',
     '15Planner',
     '15Encode',
     '15EmptyLatent',

@@ -21,18 +21,18 @@ def lora_choices() -> list[str]:
     return [n for n in folder_paths.get_filename_list(LORA_FOLDER) if n.lower().endswith(WEIGHT_SUFFIX)]
 
 
-def comfy_patches(node: str, lora, model, value: str | None = None) -> dict:
-    """{DiT weight key: ComfyUI LoRA adapter} at strength 1, checked against the DiT's weights.
+def comfy_patches(node: str, factors: dict, model, fix: str, value: str, prefix: str = "") -> dict:
+    """{ComfyUI weight key: ComfyUI LoRA adapter} at strength 1, from the engine's ``{weight key: (up, down, scale)}``
+    (``lora_patches(lora, 1.0)``), checked against ``model``'s weights; ``prefix`` is what ComfyUI's patcher puts
+    before the module's keys (``diffusion_model.`` on core's MODEL).
 
     ComfyUI's adapter adds ``strength * alpha / rank * up @ down``: ``alpha = scale * rank`` makes that the engine's
-    ``strength * scale * up @ down`` (``acestep_models.v1.lora.lora_patches``)."""
+    ``strength * scale * up @ down``."""
     from comfy.weight_adapter.lora import LoRAAdapter
-
-    from ..acestep_models.v1.lora import lora_patches
 
     params = dict(model.named_parameters())
     patches, problems = {}, []
-    for key, (up, down, scale) in lora_patches(lora, 1.0).items():
+    for key, (up, down, scale) in factors.items():
         weight = params.get(key)
         if weight is None:
             problems.append(f"{key} is not in this DiT")
@@ -42,16 +42,34 @@ def comfy_patches(node: str, lora, model, value: str | None = None) -> dict:
             )
         else:
             rank = down.shape[0]
-            patches[key] = LoRAAdapter(set(), (up, down, scale * rank, None, None, None))
+            patches[prefix + key] = LoRAAdapter(set(), (up, down, scale * rank, None, None, None))
     if problems:
         raise node_error(
             node,
             f"the LoRA does not fit this DiT (made for another model or size?): {'; '.join(problems[:3])}",
-            "Use an ACE-Step v1 3.5B LoRA.",
+            fix,
             "lora_name",
-            value or lora.name,
+            value,
         )
     return patches
+
+
+def lora_path(node: str, lora_name: str) -> str:
+    """The file of a ``lora_name`` choice, or an error saying where LoRAs go."""
+    path = folder_paths.get_full_path(LORA_FOLDER, lora_name)
+    if path is None:
+        raise node_error(
+            node,
+            "no such LoRA file",
+            "Put it in ComfyUI's models/loras/ and refresh the node list (R), then pick it.",
+            "lora_name",
+            lora_name,
+        )
+    return path
+
+
+def strength_input(tooltip: str) -> io.Input:
+    return io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01, tooltip=tooltip)
 
 
 class AceStepLoraLoader(io.ComfyNode):
@@ -73,14 +91,7 @@ class AceStepLoraLoader(io.ComfyNode):
                     tooltip="A LoRA in ComfyUI's models/loras/: an official LoRA folder's "
                     "pytorch_lora_weights.safetensors, or a single .safetensors file.",
                 ),
-                io.Float.Input(
-                    "strength",
-                    default=1.0,
-                    min=-10.0,
-                    max=10.0,
-                    step=0.01,
-                    tooltip="The LoRA's weight (official lora_weight, default 1; 0 = no effect).",
-                ),
+                strength_input("The LoRA's weight (official lora_weight, default 1; 0 = no effect)."),
             ],
             outputs=[DiT.Output(display_name="dit", tooltip="The DiT with the LoRA patched in.")],
         )
@@ -92,20 +103,13 @@ class AceStepLoraLoader(io.ComfyNode):
     @classmethod
     @checks_numbers
     def execute(cls, dit, lora_name: str, strength: float) -> io.NodeOutput:
-        from ..acestep_models.v1.lora import load_lora
+        from ..acestep_models.v1.lora import load_lora, lora_patches
 
-        path = folder_paths.get_full_path(LORA_FOLDER, lora_name)
-        if path is None:
-            raise node_error(
-                cls.TITLE,
-                "no such LoRA file",
-                "Put it in ComfyUI's models/loras/ and refresh the node list (R), then pick it.",
-                "lora_name",
-                lora_name,
-            )
+        path = lora_path(cls.TITLE, lora_name)
         with explained(cls.TITLE, "lora_name", lora_name, "Use an ACE-Step v1 LoRA (.safetensors)."):
             lora = load_lora(path)
-        patches = comfy_patches(cls.TITLE, lora, dit.model, lora_name)
+        factors = lora_patches(lora, 1.0)
+        patches = comfy_patches(cls.TITLE, factors, dit.model, "Use an ACE-Step v1 3.5B LoRA.", lora_name)
         patched = dit.patcher.clone()
         patched.add_patches(patches, strength_patch=strength)
         return io.NodeOutput(

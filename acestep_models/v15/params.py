@@ -57,6 +57,10 @@ LM_DEFAULTS = {
     "normalization_db": -1.0,
 }
 LM_FLOAT_KEYS = ("lm_temperature", "lm_cfg_scale", "lm_top_p", "normalization_db")
+# The official app's LoRA controls (handler ``load_lora(lora_path)`` + ``set_lora_scale(lora_scale)``), outside
+# generate_music: a path or a list of paths (LoRAs stack here; the official handler holds one), and a scale or one
+# per path (default 1, each clamped to the official slider's [0, 1]).
+LORA_KEYS = ("lora_path", "lora_scale")
 # What ``generate --lm`` records beside its output: the LM's plan (metadata, codes), so the run replays without
 # the LM (and, since the plan is there, with the end-to-end path's normalisation).
 PLAN_KEY = "lm_plan"
@@ -119,7 +123,7 @@ def load_params(source: str | Path | dict, notes: list[str] | None = None, with_
     params, ignored = {}, []
     for key, value in data.items():
         name = APP_NAMES.get(key, key) if key not in known else key
-        if key == PLAN_KEY or (with_lm and key in LM_DEFAULTS):
+        if key == PLAN_KEY or key in LORA_KEYS or (with_lm and key in LM_DEFAULTS):
             continue
         if key in APP_ONLY or key in RECORD_ONLY:
             ignored.append(key)
@@ -178,6 +182,45 @@ def load_lm_params(source: str | Path | dict) -> tuple[dict, dict | None]:
     if plan is not None and not (isinstance(plan, dict) and isinstance(plan.get("metadata", {}), dict)):
         raise ParamsError(PLAN_KEY, 'expected the object generate --lm records ({"metadata": ..., ...})')
     return lm, plan
+
+
+def load_lora_params(source: str | Path | dict, notes: list[str] | None = None) -> list[tuple[str, float]]:
+    """[(LoRA path, official scale)] from ``lora_path`` / ``lora_scale`` (relative paths against the file's folder;
+    each path must exist), [] without ``lora_path``. ``notes`` hears of scales the official clamp changed."""
+    from .lora import official_scale
+
+    data, base = _read(source)
+    paths, scales = data.get("lora_path"), data.get("lora_scale", 1.0)
+    if paths in (None, "", []):
+        if data.get("lora_scale") is not None and notes is not None:
+            notes.append("ignored lora_scale: no lora_path")
+        return []
+    paths = [paths] if isinstance(paths, str) else paths
+    if not isinstance(paths, list) or not all(isinstance(x, str) and x for x in paths):
+        raise ParamsError(
+            "lora_path", f"expected a LoRA folder or file, or a list of them, not {json.dumps(paths)}"
+        )
+    scales = scales if isinstance(scales, list) else [scales] * len(paths)
+    if len(scales) != len(paths):
+        raise ParamsError(
+            "lora_scale", f"{len(scales)} scales for {len(paths)} LoRAs: give one per lora_path entry"
+        )
+    out = []
+    for path, scale in zip(paths, scales):
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+            raise ParamsError("lora_scale", f"expected a number, not {json.dumps(scale)}")
+        try:
+            clamped = official_scale(scale)
+        except ValueError as e:
+            raise ParamsError("lora_scale", str(e)) from None
+        if clamped != scale and notes is not None:
+            notes.append(f"lora_scale {scale} clamped to {clamped} (the official slider's range is 0..1)")
+        full = Path(path).expanduser()
+        full = full if full.is_absolute() else base / full
+        if not full.exists():
+            raise ParamsError("lora_path", f"no such LoRA folder or file {full}")
+        out.append((str(full), clamped))
+    return out
 
 
 def batch_size(params: dict) -> int:

@@ -69,9 +69,12 @@ MODELS = {
     "v15_vae_file": "vae/ace_1.5_vae.safetensors",
     "v15_text_encoder_file": "text_encoders/qwen_0.6b_ace15.safetensors",
     "v15_lm_file": "text_encoders/qwen_1.7b_ace15.safetensors",
+    # a 1.5 LoRA as the official trainer exports it (the folder holds adapter/), for the tiny DiT
+    "v15_lora": "loras/acestep15_lora/adapter/adapter_model.safetensors",
 }
 V15_TINY = Path(__file__).resolve().parents[1] / "golden" / "v15" / "pipeline" / "tiny"
 V15_TINY_LM = Path(__file__).resolve().parents[1] / "golden" / "v15" / "lm" / "tiny-lm"
+V15_TINY_LORA = Path(__file__).resolve().parents[1] / "golden" / "v15" / "lora" / "official_lora"
 # Broken and wrong files for the bad-input tests (in checkpoints/, which every loader lists), as the loaders list them.
 BAD_MODELS = {
     "zero": "checkpoints/bad_zero.safetensors",  # 0 bytes
@@ -201,6 +204,7 @@ def _write_v15_models(models: Path) -> None:
             sd, config = _full_vocab(sd, config)
         save_file(sd, str(models / MODELS[key]), metadata={CONFIG_METADATA.format(part=part): config})
     shutil.copy(dit / "silence_latent.pt", (models / MODELS["v15_dit_file"]).parent)
+    shutil.copytree(V15_TINY_LORA, (models / MODELS["v15_lora"]).parents[1])
 
 
 def _full_vocab(sd: dict, config: str) -> tuple[dict, str]:

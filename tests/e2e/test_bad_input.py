@@ -115,6 +115,7 @@ FEEDS = {
     "AceStepFaithful15Decode": ({"vae": ["ckpt15", "vae"], "latent": ["lat15", "latent"]}, {}, "audio"),
     "AceStepFaithful15EmptyLatent": ({}, {}, "latent"),
     "AceStepFaithful15Planner": ({"lm": ["lm15", "lm"]}, {"duration": 10.0}, "audio_codes"),
+    "AceStepFaithful15LoraLoader": ({"dit": ["ckpt15", "dit"]}, {}, "dit"),
 }
 
 
@@ -123,6 +124,8 @@ def one(comfy, node: str, widgets: dict | None = None, inputs: dict | None = Non
     links, needs, output = FEEDS.get(node, ({}, {}, None))
     if node == "AceStepFaithfulLoraLoader":
         needs = {"lora_name": lora_option(comfy)}
+    if node == "AceStepFaithful15LoraLoader":
+        needs = {"lora_name": comfy.models["v15_lora"].removeprefix("loras/")}
     nodes = {
         **base(comfy),
         **(extra or {}),
@@ -753,6 +756,24 @@ def battery(comfy) -> list[Bad]:
             BAD_LORAS[kind],
             says,
         )
+
+    v1_lora, v15_lora = lora_option(comfy), comfy.models["v15_lora"].removeprefix("loras/")
+    add(
+        "a v1 LoRA into 1.5's LoRA loader",
+        one(comfy, "AceStepFaithful15LoraLoader", {"lora_name": v1_lora}),
+        "AceStepFaithful15LoraLoader",
+        "lora_name",
+        v1_lora,
+        "is an ACE-Step v1 LoRA",
+    )
+    add(
+        "a 1.5 LoRA into v1's LoRA loader",
+        one(comfy, "AceStepFaithfulLoraLoader", {"lora_name": v15_lora}),
+        "AceStepFaithfulLoraLoader",
+        "lora_name",
+        v15_lora,
+        "match no ACE-Step v1 DiT layer",
+    )
 
     # speaker files
     for kind, says in (

@@ -49,6 +49,7 @@ OUR_15_NODES = {
     "AceStepFaithful15VAELoader",
     "AceStepFaithful15TextEncoderLoader",
     "AceStepFaithful15LMLoader",
+    "AceStepFaithful15LoraLoader",
     "AceStepFaithful15Planner",
     "AceStepFaithful15Encode",
     "AceStepFaithful15EmptyLatent",

@@ -126,6 +126,19 @@ def case(name: str, comfy) -> tuple[dict, dict, list[str]]:
             inference_steps=3,
         )  # fmt: skip
         return nodes, params, ["--checkpoint", base]
+    if name == "lora":  # the official trainer's export at the official scale 0.7, on the DiT file
+        nodes = graph(comfy, {"inputs": {"dit": ["4", "dit"]}})
+        nodes["0"] = {
+            "type": "AceStepFaithful15DiTLoader",
+            "widgets": {"dit_name": comfy.models["v15_dit_file"]},
+        }
+        nodes["4"] = {
+            "type": "AceStepFaithful15LoraLoader",
+            "widgets": {"lora_name": comfy.models["v15_lora"].removeprefix("loras/"), "strength": 0.7},
+            "inputs": {"dit": ["0", "dit"]},
+        }
+        adapter = str((comfy.base / "models" / comfy.models["v15_lora"]).parent)
+        return nodes, official(lora_path=adapter, lora_scale=0.7), ["--checkpoint", root]
     if name == "planner":
         nodes = graph(comfy, {"inputs": {"audio_codes": ["8", "audio_codes"]}}, decode={"normalize": True})
         nodes["8"] = {
@@ -153,6 +166,7 @@ CASES = [
     "reference_timbre",
     "base_apg_lego",
     "base_adg_complete",
+    "lora",
     "planner",
 ]
 

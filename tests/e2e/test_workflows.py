@@ -63,6 +63,7 @@ EXPECTED = {
     "ace15_lego": ({}, V15_MIN_FRAMES),
     "ace15_complete": ({}, V15_MIN_FRAMES),
     "ace15_reference_timbre": ({}, V15_MIN_FRAMES),
+    "ace15_lora": ({}, V15_MIN_FRAMES),
 }
 
 

@@ -27,6 +27,7 @@ SPLIT = {
     "text_encoder": "text_encoders/umt5_base.safetensors",
 }
 LORA = "ACE-Step-v1-chinese-rap-LoRA/pytorch_lora_weights.safetensors"
+LORA15 = "acestep15_lora/adapter/adapter_model.safetensors"  # a LoRA the official 1.5 trainer exported
 SONG = "song.wav"  # the user's audio in ComfyUI's input folder (they pick theirs)
 VIDEO = "video.mp4"
 
@@ -491,6 +492,22 @@ def ace15_reference_timbre() -> dict:
     )  # fmt: skip
 
 
+def ace15_lora() -> dict:
+    nodes = _song15(
+        "text2music", "# ACE-Step 1.5 with a LoRA\nYour LoRA from the official trainer: put its export folder "
+        "(the one holding `adapter/`) in `models/loras/` as `acestep15_lora` (or pick yours) and choose its "
+        "`adapter/adapter_model.safetensors`; `adapter_config.json` beside it gives the official scale. `strength` "
+        "is the official LoRA scale (the app's slider, 0..1). Chain more Load LoRA nodes to stack LoRAs.",
+        "lora", inputs={"dit": ["4", "dit"]},
+    )  # fmt: skip
+    nodes["4"] = {
+        "type": "AceStepFaithful15LoraLoader",
+        "widgets": {"lora_name": LORA15, "strength": 1.0},
+        "inputs": {"dit": ["1", "dit"]},
+    }
+    return nodes
+
+
 SPECS = {
     "text2music": text2music,
     "text2music_split_loaders": text2music_split_loaders,
@@ -511,6 +528,7 @@ SPECS = {
     "ace15_lego": ace15_lego,
     "ace15_complete": ace15_complete,
     "ace15_reference_timbre": ace15_reference_timbre,
+    "ace15_lora": ace15_lora,
 }
 
 

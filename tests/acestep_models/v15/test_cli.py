@@ -21,6 +21,8 @@ from v15_signals import SAMPLE_RATE, source_audio  # noqa: E402
 
 CASES = json.loads((GOLDEN / "cases.json").read_text())
 DIT = GOLDEN / "tiny" / "acestep-v15-turbo"  # the official DiT folder: vae/ and the text encoder beside it
+# the official trainer's export (adapter/ inside), for this DiT
+LORA = GOLDEN.parent / "lora" / "official_lora"
 
 
 @pytest.fixture(autouse=True)
@@ -99,6 +101,9 @@ def test_batch_writes_one_file_per_item(tmp_path):
         ({"inference_steps": "eight"}, "whole number"),
         ({"prompt": "v1 name"}, "unknown parameter"),
         ({"task_type": "extract", "src_audio": "missing.wav"}, "no such audio file"),
+        ({"lora_path": "missing_lora"}, "no such LoRA folder or file"),
+        ({"lora_path": [str(LORA)], "lora_scale": [0.5, 0.5]}, "2 scales for 1 LoRAs"),
+        ({"lora_path": str(LORA), "lora_scale": float("nan")}, "not finite"),
     ],
 )
 def test_checked_before_loading(tmp_path, capsys, params, message):
@@ -115,3 +120,35 @@ def test_refuses_v1_flags(tmp_path, capsys):
     argv = ["generate", "--checkpoint", str(DIT), "--infer-step", "27", "--out", str(tmp_path / "o.wav")]
     assert main(argv) == 1
     assert "ACE-Step v1 parameters" in capsys.readouterr().err
+
+
+def test_a_lora_from_the_official_app_fields_applies_and_replays(tmp_path, capsys):
+    """``lora_path`` / ``lora_scale``, the official app's LoRA controls: the song is the one the engine makes with
+    ``apply_lora`` at that scale, a scale past the official slider is clamped to 1, and the record replays."""
+    from acestep_models.v15.lora import apply_lora
+    from acestep_models.v15.pipeline import generate, load_models
+
+    song = {"captions": "lofi piano", "audio_duration": 2.0, "batch_size": 1, "use_random_seed": False,
+            "seed": 3, "global_seed": 5}  # fmt: skip
+
+    def cli(name: str, **lora) -> torch.Tensor:
+        (tmp_path / f"{name}.json").write_text(json.dumps({**song, **lora}))
+        argv = ["generate", "--checkpoint", str(DIT), "--params", str(tmp_path / f"{name}.json")]
+        assert main([*argv, "--out", str(tmp_path / f"{name}.wav")]) == 0
+        return read(tmp_path / f"{name}.wav")
+
+    plain = cli("plain")
+    half = cli("half", lora_path=str(LORA), lora_scale=0.5)
+    models = load_models(DIT)
+    apply_lora(models.dit, LORA, 0.5)
+    engine = generate(models, {**song}).audio[0]
+    assert torch.equal(half, engine.float()) and not torch.equal(half, plain)
+
+    over = cli("over", lora_path=[str(LORA)], lora_scale=[1.5])
+    assert "clamped to 1.0" in capsys.readouterr().err
+    assert torch.equal(over, cli("full", lora_path=str(LORA)))
+    record = json.loads((tmp_path / "half_input_params.json").read_text())
+    assert record["lora_path"] == [str(LORA)] and record["lora_scale"] == [0.5]
+    replay = ["generate", "--checkpoint", str(DIT), "--params", str(tmp_path / "half_input_params.json")]
+    assert main([*replay, "--out", str(tmp_path / "again.wav")]) == 0
+    assert torch.equal(read(tmp_path / "again.wav"), half)
