@@ -5,6 +5,9 @@ Each generation resolves a LoRA's module names to its own model (``v1/lora.py``)
 scale rules (diffusers 0.33's, PEFT's alpha / r or rsLoRA, kohya ``.alpha`` tensors) are described in
 ``v1/lora.py``, whose official pipeline decides them.
 
+A layer's patch is a LoRA's ``(up, down, scale)`` or a LoKr's ``Kron`` (LyCORIS Kronecker factors; the 1.5 loader
+reads those, see ``v15/lora.py``); ``patch_delta`` makes either one's weight delta.
+
 Merging computes in float32 with one rounding to the weight's dtype, so inference costs nothing extra; the
 original tensors of the patched weights are kept (on the CPU) and put back bit for bit by ``remove_lora``.
 ``merge_loras`` merges a stack of LoRAs the same way: every patched weight is recomputed from its original as
@@ -49,17 +52,85 @@ _UNSUPPORTED = re.compile(
 )
 
 
+@dataclass(eq=False)
+class Kron:
+    """A LoKr layer (LyCORIS ``LokrModule``): the weight delta is ``scale * kron(w1, w2)``, reshaped as the weight.
+
+    Each half is whole or a low-rank pair, as LyCORIS stores them: ``w1`` [a, c] or ``w1_a @ w1_b`` ([a, r] @
+    [r, c]); ``w2`` [b, d, *k] or ``w2_a @ w2_b`` ([b, r] @ [r, d * prod(k)], ``w2_b`` flat or [r, d, *k]) or, with
+    ``t2`` [r, r, *k] (Tucker), ``einsum("i j ..., i p, j r -> p r ...", t2, w2_a, w2_b)`` (``w2_a`` [r, b], ``w2_b``
+    [r, d]). The weight is [a * b, c * d, *k]."""
+
+    scale: float  # the factor at adapter weight 1 (LyCORIS: alpha / dim, or 1 without a low-rank pair)
+    w1: torch.Tensor | None = None
+    w1_a: torch.Tensor | None = None
+    w1_b: torch.Tensor | None = None
+    w2: torch.Tensor | None = None
+    w2_a: torch.Tensor | None = None
+    w2_b: torch.Tensor | None = None
+    t2: torch.Tensor | None = None
+
+    def halves(self, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(w1 [a, c], w2 [b, d * prod(k)]), each rebuilt from its pair, in float32 on ``device``."""
+
+        def f32(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, torch.float32)
+
+        w1 = f32(self.w1) if self.w1 is not None else f32(self.w1_a) @ f32(self.w1_b)
+        if self.w2 is not None:
+            w2 = f32(self.w2).flatten(1)
+        elif self.t2 is not None:  # lycoris.functional.general.rebuild_tucker
+            w2 = torch.einsum("i j ..., i p, j r -> p r ...", f32(self.t2), f32(self.w2_a), f32(self.w2_b))
+            w2 = w2.flatten(1)
+        else:
+            w2 = f32(self.w2_a) @ f32(self.w2_b).flatten(1)
+        return w1, w2
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of the weight it makes: [a * b, c * d, *k] (a convolution whose flat ``w2_b`` hides its kernel:
+        [a * b, c * d * prod(k)])."""
+        a, c = (self.w1.shape if self.w1 is not None else (self.w1_a.shape[0], self.w1_b.shape[1]))[:2]
+        if self.w2 is not None:
+            b, d, *k = self.w2.shape
+        elif self.t2 is not None:
+            b, d, k = self.w2_a.shape[1], self.w2_b.shape[1], self.t2.shape[2:]
+        else:
+            b, (d, *k) = self.w2_a.shape[0], self.w2_b.shape[1:]
+        return (a * b, c * d, *k)
+
+    @property
+    def dims(self) -> tuple[int, int]:
+        """(out, in * prod(k)): the rows and the row size of the weight it makes."""
+        out, *row = self.shape
+        return out, math.prod(row)
+
+    def __repr__(self) -> str:
+        parts = [f"{k}{list(t.shape)}" for k, t in vars(self).items() if isinstance(t, torch.Tensor)]
+        return f"Kron(scale={self.scale:g}, {', '.join(parts)})"
+
+
+# a layer's patch: a LoRA's (up [out, r], down [r, in], scale), or a LoKr
+Patch = tuple[torch.Tensor, torch.Tensor, float] | Kron
+
+
 @dataclass
 class LoRA:
-    """A LoRA, its modules resolved to the model's (official) state-dict keys."""
+    """A LoRA (or LoKr), its modules resolved to the model's (official) state-dict keys."""
 
     name: str
-    # weight key -> (up [out, r], down [r, in], scale at adapter weight 1)
-    patches: dict[str, tuple[torch.Tensor, torch.Tensor, float]]
+    # weight key -> (up [out, r], down [r, in], scale at adapter weight 1), or a Kron (LoKr)
+    patches: dict[str, Patch]
     scale_source: str = "none (official: scale = weight)"
     skipped: list[str] = field(default_factory=list)  # modules the official forward never reads
 
+    @property
+    def is_lokr(self) -> bool:
+        return any(isinstance(p, Kron) for p in self.patches.values())
+
     def __repr__(self) -> str:
+        if self.is_lokr:
+            return f"LoRA({self.name!r}: {len(self.patches)} LoKr layers, alpha: {self.scale_source})"
         ranks = sorted({up.shape[1] for up, _, _ in self.patches.values()})
         return f"LoRA({self.name!r}: {len(self.patches)} layers, rank {ranks}, alpha: {self.scale_source})"
 
@@ -207,8 +278,13 @@ def lora_patches(lora: LoRA, weight: float = 1.0) -> dict[str, tuple[torch.Tenso
     """{DiT weight key: (up, down, scale)}: the weight becomes ``W + scale * (up @ down)`` (reshaped for convs).
 
     ``scale`` is the whole factor (alpha / r, or 1, times ``weight``): for ComfyUI's ``("lora", (up, down, alpha,
-    ...))`` patches that is ``alpha = scale * r`` at strength 1, or no alpha at strength ``scale``.
+    ...))`` patches that is ``alpha = scale * r`` at strength 1, or no alpha at strength ``scale``. A LoKr has no
+    up/down matrices: its factors are ``v15.lora.lokr_patches``.
     """
+    if lora.is_lokr:
+        raise ValueError(
+            f"{lora.name!r} is a LoKr (Kronecker factors, no up/down matrices): use lokr_patches"
+        )
     return {k: (up, down, scale * weight) for k, (up, down, scale) in lora.patches.items()}
 
 
@@ -216,6 +292,29 @@ def lora_delta(up: torch.Tensor, down: torch.Tensor, scale: float, like: torch.T
     """``scale * up @ down`` in float32 on ``like``'s device, shaped as ``like``."""
     up, down = up.to(like.device, torch.float32), down.to(like.device, torch.float32)
     return (scale * (up.flatten(1) @ down.flatten(1))).reshape(like.shape)
+
+
+def patch_delta(patch: Patch, weight: float, like: torch.Tensor) -> torch.Tensor:
+    """A layer patch's weight delta at adapter weight ``weight``, in float32 on ``like``'s device, shaped as ``like``:
+    ``weight * scale * up @ down`` (LoRA) or ``weight * scale * kron(w1, w2)`` (LoKr, as LyCORIS ``make_kron``)."""
+    if isinstance(patch, Kron):
+        w1, w2 = patch.halves(like.device)
+        return (patch.scale * weight * torch.kron(w1, w2)).reshape(like.shape)
+    up, down, scale = patch
+    return lora_delta(up, down, scale * weight, like)
+
+
+def patch_dims(patch: Patch) -> tuple[int, int]:
+    """(out, in * prod(k)): the rows and the row size of the weight a layer patch makes."""
+    if isinstance(patch, Kron):
+        return patch.dims
+    up, down, _ = patch
+    return up.shape[0], down[0].numel()
+
+
+def patch_shape(patch: Patch) -> tuple[int, ...]:
+    """The weight shape a layer patch makes (see ``Kron.shape`` for a LoKr's)."""
+    return patch.shape if isinstance(patch, Kron) else (patch[0].shape[0], *patch[1].shape[1:])
 
 
 def _round(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -254,13 +353,12 @@ def remove_lora(model: torch.nn.Module) -> None:
 
 def _misfits(params: dict[str, torch.nn.Parameter], lora: LoRA, what: str) -> list[str]:
     problems = []
-    for k, (up, down, _) in lora.patches.items():
+    for k, patch in lora.patches.items():
+        out, row = patch_dims(patch)
         if k not in params:
             problems.append(f"{k} is not in this {what}")
-        elif params[k].shape[0] != up.shape[0] or params[k][0].numel() != down[0].numel():
-            problems.append(
-                f"{k} is {tuple(params[k].shape)}, the LoRA makes {(up.shape[0], *down.shape[1:])}"
-            )
+        elif params[k].shape[0] != out or params[k][0].numel() != row:
+            problems.append(f"{k} is {tuple(params[k].shape)}, the LoRA makes {patch_shape(patch)}")
     return problems
 
 
@@ -293,8 +391,7 @@ def merge_loras(model: torch.nn.Module, stack: list[tuple[LoRA, float]], what: s
                 w = p.float()
                 for lora, weight in stack:
                     if key in lora.patches:
-                        up, down, scale = lora.patches[key]
-                        w = w + lora_delta(up, down, scale * weight, p)
+                        w = w + patch_delta(lora.patches[key], weight, p)
                 p.copy_(_round(w, p.dtype))
     except BaseException:
         with torch.no_grad():

@@ -1,5 +1,6 @@
 """The 5 Hz LM of ACE-Step 1.5: a stock Qwen3 causal LM (``transformers.Qwen3ForCausalLM``) in plain PyTorch,
-with a static KV cache for token-by-token decoding.
+with a preallocated KV cache for token-by-token decoding (sized by the caller to what a phase can write, grown
+in doublings where that is not known).
 
 The official ``acestep-5Hz-lm-{0.6B,1.7B,4B}`` folders hold a ``Qwen3ForCausalLM`` (``config.json`` +
 ``model.safetensors``) whose vocabulary is Qwen3's 151,669 tokens plus 65,535 ``<|audio_code_N|>`` tokens (217,204
@@ -67,18 +68,71 @@ class Qwen3LMConfig(Qwen3Config):
 
 
 class KVCache:
-    """Keys and values of every layer for ``batch`` rows and up to ``max_len`` positions ([B, Hkv, max_len, Dh]
-    each), written column by column; ``key_valid`` [B, max_len] marks the columns that hold real tokens (False
-    for the left padding). ``length`` is how many columns are written (a host integer: the loop knows it)."""
+    """Keys and values of every layer for ``batch`` rows ([B, Hkv, capacity, Dh] each), written column by
+    column. ``max_len`` is the most columns the cache may hold; ``initial`` of them (default: all) are allocated
+    now and the rest when a forward needs them (``grow``: the capacity doubles, what is written is copied), so a
+    phase whose length is known allocates exactly that and one whose length is not (the CoT) starts small.
+    Columns past ``length`` are never read: they are allocated, not zeroed.
 
-    def __init__(self, config: Qwen3LMConfig, batch: int, max_len: int, dtype, device):
-        shape = (batch, config.num_key_value_heads, max_len, config.head_dim)
-        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
-        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
-        self.key_valid = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
+    ``key_valid`` [B, capacity] marks the columns that hold real tokens (False for the left padding);
+    ``key_bias`` is the same as SDPA's additive mask (0 / -inf in the activations' dtype: what SDPA turns a
+    boolean mask into at every layer), kept so a one-token step's mask is a view of it. ``length`` is how many
+    columns are written (a host integer: the loop knows it)."""
+
+    def __init__(self, config: Qwen3LMConfig, batch: int, max_len: int, dtype, device, initial=None):
+        self.config, self.batch, self.dtype, self.device = config, batch, dtype, device
+        self.max_len = max_len
+        self.capacity = 0
+        self.k: list[torch.Tensor] = []
+        self.v: list[torch.Tensor] = []
+        self.key_valid = torch.zeros(batch, 0, dtype=torch.bool, device=device)
+        self.key_bias = torch.zeros(batch, 0, dtype=dtype, device=device)
         self.padded = False  # whether any written column is padding (else no mask is needed)
         self.length = 0
-        self.max_len = max_len
+        self.grow(max_len if initial is None else min(max(int(initial), 1), max_len))
+
+    def grow(self, need: int) -> None:
+        """Make room for ``need`` columns: the capacity doubles (at least to ``need``, at most ``max_len``)."""
+        if need <= self.capacity:
+            return
+        if need > self.max_len:
+            raise ValueError(f"5 Hz LM: {need} tokens do not fit the cache of {self.max_len}")
+        size = min(self.max_len, max(need, 2 * self.capacity))
+        c = self.config
+        shape = (self.batch, c.num_key_value_heads, size, c.head_dim)
+        n = self.length
+
+        def more(old: list[torch.Tensor]) -> list[torch.Tensor]:
+            out = []
+            for i in range(c.num_hidden_layers):
+                t = torch.empty(shape, dtype=self.dtype, device=self.device)
+                if n:
+                    t[:, :, :n] = old[i][:, :, :n]
+                out.append(t)
+            return out
+
+        self.k, self.v = more(self.k), more(self.v)
+        valid = torch.zeros(self.batch, size, dtype=torch.bool, device=self.device)
+        # rows of a multiple of 16 columns: a view of them is a mask SDPA's CUDA kernels take without a copy
+        bias = torch.zeros(self.batch, -(-size // 16) * 16, dtype=self.dtype, device=self.device)
+        valid[:, :n], bias[:, :n] = self.key_valid[:, :n], self.key_bias[:, :n]
+        self.key_valid, self.key_bias, self.capacity = valid, bias, size
+
+    def write_valid(self, start: int, length: int, valid: torch.Tensor | None) -> None:
+        """Mark columns ``start..start+length-1``: real tokens where ``valid`` [B, length] (None: all real)."""
+        if valid is None:
+            self.key_valid[:, start : start + length] = True
+            self.key_bias[:, start : start + length] = 0.0
+            return
+        self.key_valid[:, start : start + length] = valid
+        self.key_bias[:, start : start + length] = torch.where(valid, 0.0, float("-inf"))
+        if length > 1 and not bool(valid.all()):  # one host read, at the prefill only
+            self.padded = True
+
+    def step_mask(self, start: int) -> torch.Tensor | None:
+        """The additive [B, 1, 1, start + 1] mask of a one-token step at column ``start`` (a real token: it
+        sees every real column up to itself), a view of ``key_bias``; None when no row has padding."""
+        return self.key_bias[:, None, None, : start + 1] if self.padded else None
 
     def attention_mask(self, start: int, length: int) -> torch.Tensor | None:
         """Boolean [B, 1, length, start + length] for queries at columns ``start..start+length-1`` (None when no
@@ -197,8 +251,9 @@ class Qwen3ForCausalLM(nn.Module):
     ) -> None:  # ComfyUI's ModelPatcher writes model.device; the weights say where it is
         pass
 
-    def new_cache(self, batch: int, max_len: int) -> KVCache:
-        return KVCache(self.config, batch, max_len, self.dtype, self.device)
+    def new_cache(self, batch: int, max_len: int, initial: int | None = None) -> KVCache:
+        """A cache for up to ``max_len`` columns, ``initial`` of them allocated now (default: all)."""
+        return KVCache(self.config, batch, max_len, self.dtype, self.device, initial=initial)
 
     def _rotary(self, start: int, length: int, like: torch.Tensor):
         need = start + length
@@ -225,16 +280,12 @@ class Qwen3ForCausalLM(nn.Module):
         only). Returns float32 logits [B, V] of the last column ([B, L, V] with ``all_logits``)."""
         B, L = input_ids.shape
         start = cache.length
-        if start + L > cache.max_len:
-            raise ValueError(f"5 Hz LM: {start + L} tokens do not fit the cache of {cache.max_len}")
-        if valid is None:
-            valid = torch.ones(B, L, dtype=torch.bool, device=cache.key_valid.device)
-        cache.key_valid[:, start : start + L] = valid
-        if L > 1 and not bool(valid.all()):  # one host read, at the prefill only
-            cache.padded = True
+        cache.grow(start + L)  # a host decision on host integers: no read-back
+        cache.write_valid(start, L, valid)
         x = self.model.embed_tokens(input_ids)
         cos, sin = self._rotary(start, L, x)
-        mask = cache.attention_mask(start, L) if cache.padded else None
+        # a one-token step reads its mask as a view (nothing built per token); a prompt builds its own
+        mask = cache.step_mask(start) if L == 1 and valid is None else cache.attention_mask(start, L)
         for i, layer in enumerate(self.model.layers):
             x = layer(x, cos, sin, cache, i, mask)
         cache.length = start + L

@@ -11,10 +11,15 @@ caller's ``torch.manual_seed(seed)``; here a ``torch.Generator`` on the LM's dev
 the same way (one ``multinomial`` over the full vocabulary per token, phase 1 then phase 2), so on the CPU the
 tokens are the official ones, token for token.
 
-Speed (named where it happens): the prompt is one forward pass (both CFG rows at once, one batch), the KV cache is
-static (``lm.KVCache``), and the codes phase keeps its mask and stop rule on the device: the official rule ("EOS
-blocked until ``int(duration * 5)`` codes, then forced") fixes the number of steps in advance, so no token is read
-back to the host until the phase ends. Phase 1 (tens of tokens) runs the decoder on the host, as the official one.
+Speed (named where it happens): the prompt is one forward pass (both CFG rows at once, one batch); the KV cache
+(``lm.KVCache``) is allocated for what the phase can write (``Planner.cache_columns``): the codes phase with a
+target duration exactly its prompt + ``int(duration * 5)`` codes, at once (the EOS it forces after them is never
+fed back); the CoT phase (official budget 4,032 tokens, some 30-300 used) ``CACHE_START`` columns past its
+prompt, doubled when a caption runs longer. The codes phase keeps its mask and stop rule on the device: the
+official rule ("EOS blocked until ``int(duration * 5)`` codes, then forced") fixes the number of steps in
+advance, so no token is read back to the host until the phase ends, and its sampling reads nothing back either
+(top-k / top-p mask in place; the draw is ``torch.multinomial``'s own algorithm written out, without its two
+validity reads). Phase 1 (tens of tokens) runs the decoder on the host, as the official one.
 
 Official quirks reproduced:
 - phase 1 never writes ``</think>``: with ``stop_at_reasoning`` the decoder forces EOS as soon as the ``</think>``
@@ -69,6 +74,8 @@ AUDIO_CODE_TOKENS = 65535  # <|audio_code_0|> ... <|audio_code_65534|> in the of
 CAPTION_MAX_TOKENS = 512
 MAX_MODEL_LEN = 4096  # official LLMHandler.max_model_len; max_new_tokens <= it - 64
 CODES_PER_SECOND = 5
+# KV-cache columns past the prompt a phase of unknown length starts with (a CoT: ~30 tokens, ~300 with a caption)
+CACHE_START = 256
 ENDOFTEXT, IM_END = "<|endoftext|>", "<|im_end|>"
 THINK, THINK_END = "<think>", "</think>"
 FIELD_ORDER = ("bpm", "caption", "duration", "genres", "keyscale", "language", "timesignature")
@@ -628,27 +635,40 @@ def repetition_penalty(scores: torch.Tensor, ids: torch.Tensor, penalty: float) 
 
 
 def top_k_filter(scores: torch.Tensor, top_k: int | None) -> torch.Tensor:
+    """transformers' ``TopKLogitsWarper``, in place (``masked_fill_``: a boolean index would read back)."""
     if top_k is not None and top_k > 0:
-        scores[scores < torch.topk(scores, top_k)[0][..., -1, None]] = float("-inf")
+        scores.masked_fill_(scores < torch.topk(scores, top_k)[0][..., -1, None], float("-inf"))
     return scores
 
 
 def top_p_filter(scores: torch.Tensor, top_p: float | None) -> torch.Tensor:
+    """The official top-p: on the untempered scores, keeping the first token over ``top_p``; in place."""
     if top_p is not None and 0.0 < top_p < 1.0:
         sorted_logits, sorted_idx = torch.sort(scores, descending=True)
         cum = torch.cumsum(torch.softmax(sorted_logits.float(), dim=-1), dim=-1)
         remove = cum > top_p
         remove[..., 1:] = remove[..., :-1].clone()
         remove[..., 0] = False
-        scores[remove.scatter(1, sorted_idx, remove)] = float("-inf")
+        scores.masked_fill_(remove.scatter(1, sorted_idx, remove), float("-inf"))
     return scores
 
 
-def sample(scores: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
-    """[1, V] -> [1] token: softmax(scores / T) through ``torch.multinomial`` (argmax at T <= 0)."""
+def sample(
+    scores: torch.Tensor, temperature: float, generator: torch.Generator | None, checked: bool = True
+) -> torch.Tensor:
+    """[1, V] -> [1] token: softmax(scores / T) through ``torch.multinomial`` (argmax at T <= 0).
+
+    ``checked=False`` draws without reading anything back: ``torch.multinomial(probs, 1)`` is, in ATen
+    (``multinomial`` in ``Distributions.cpp``), two host reads that check ``probs`` (finite, >= 0, not all 0),
+    then ``argmax(probs / q)`` with ``q = empty_like(probs).exponential_(1, generator)``; that second part is
+    written out here, so the token and the generator's state are the same (tests/acestep_models/v15/
+    test_lm.py draws both ways). For the codes phase, whose mask always leaves codes to draw."""
     if temperature > 0:
         probs = torch.softmax(scores.float() / temperature, dim=-1)
-        return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+        if checked:
+            return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+        q = torch.empty_like(probs).exponential_(1, generator=generator)
+        return torch.argmax(probs / q, dim=-1)
     return torch.argmax(scores, dim=-1)
 
 
@@ -702,6 +722,27 @@ class Planner:
             n = 4096
         return min(n, MAX_MODEL_LEN - 64)
 
+    @staticmethod
+    def codes_steps(fsm: MetadataFSM, max_new_tokens: int) -> int:
+        """Tokens the codes-only loop draws: ``int(duration * 5)`` codes and the EOS the decoder then forces,
+        within the budget (a target above the tier's max duration is cut at ``max_new_tokens``, without EOS);
+        without a target duration, the budget (EOS may end it sooner)."""
+        target = fsm.target_codes
+        return max_new_tokens if target is None else min(max_new_tokens, target + 1)
+
+    def cache_columns(
+        self, prompt_len: int, max_new_tokens: int, codes: MetadataFSM | None
+    ) -> tuple[int, int]:
+        """(the most KV-cache columns a phase can write, the columns allocated at its start). ``codes``: the
+        decoder of a codes-only phase. Every token drawn but the last is fed back, so a codes phase with a target
+        duration writes exactly its prompt + ``codes_steps - 1`` columns, allocated at once; a phase of
+        unknown length (the CoT, or codes without a target or without the decoder) may write its whole budget
+        and starts with ``CACHE_START`` columns past its prompt (``lm.KVCache`` doubles them when full)."""
+        if codes is not None and codes.target_codes is not None:
+            n = prompt_len + self.codes_steps(codes, max_new_tokens) - 1
+            return n, n
+        return prompt_len + max_new_tokens, prompt_len + min(max_new_tokens, CACHE_START)
+
     # -- one phase --
 
     @torch.no_grad()
@@ -727,13 +768,14 @@ class Planner:
             fsm.prompt_has_think_end = any(
                 seq[i : i + len(self.tables.think_end)] == self.tables.think_end for i in range(len(seq))
             )
-        cache = model.new_cache(B, L + max_new_tokens)
+        codes_only = fsm is not None and fsm.phase == "codes" and fsm.prompt_has_think_end
+        most, now = self.cache_columns(L, max_new_tokens, fsm if codes_only else None)
+        cache = model.new_cache(B, most, initial=now)
         ids_d, valid_d = ids.to(device), valid.to(device)
         # the cond row's ids (prompt, then the tokens drawn), on the device: what the repetition penalty reads
         row = torch.empty((1, L + max_new_tokens), dtype=torch.long, device=device)
         row[:, :L] = ids_d[:1]
         logits = model(ids_d, cache, valid=valid_d)  # one pass over the whole prompt (both rows)
-        codes_only = fsm is not None and fsm.phase == "codes" and fsm.prompt_has_think_end
         if codes_only:
             generated = self._codes_loop(logits, cache, row, L, sampling, fsm, max_new_tokens, generator,
                                          progress, interrupt)  # fmt: skip
@@ -750,12 +792,12 @@ class Planner:
             return u + sampling.cfg_scale * (logits[0:1].float() - u)
         return logits
 
-    def _after_fsm(self, scores, row, n, sampling, generator):
+    def _after_fsm(self, scores, row, n, sampling, generator, checked=True):
         if sampling.repetition_penalty != 1.0:
             scores = repetition_penalty(scores, row[:, :n], sampling.repetition_penalty)
         scores = top_k_filter(scores, sampling.top_k)
         scores = top_p_filter(scores, sampling.top_p)
-        return sample(scores, sampling.temperature, generator)
+        return sample(scores, sampling.temperature, generator, checked=checked)
 
     def _step(self, token: torch.Tensor, cache, B: int) -> torch.Tensor:
         return self.model(token.view(1, 1).expand(B, 1), cache)
@@ -788,27 +830,25 @@ class Planner:
         first ``target_codes`` steps and forced at step ``target_codes``, so the number of steps is known and no
         token comes back to the host before the end. Without a target, EOS may come any time: the loop reads
         the tokens back every ``CHECK_EVERY`` steps and cuts at the first EOS (the draws after it are never
-        used)."""
+        used). Per step nothing is read back and nothing is built from host data: the masks exist before the
+        loop, they are added in place, and the draw skips ``torch.multinomial``'s checks (``sample``)."""
         B, device = logits.shape[0], logits.device
         t = self.tables
         mask = codes_mask(t, device)
         target = fsm.target_codes
-        steps = max_new if target is None else min(max_new, target + 1)
-        only_eos = torch.full_like(mask, float("-inf"))
+        steps = self.codes_steps(fsm, max_new)
+        only_eos = torch.full_like(mask, float("-inf"))  # official: keep EOS's own score, -inf elsewhere
         only_eos[0, t.eos] = 0.0
         block_eos = mask.clone()
         block_eos[0, t.eos] = float("-inf")
         CHECK_EVERY = 64
         for i in range(steps):
             check_interrupt(interrupt)
-            scores = self._guided(logits, sampling)
-            if target is None:
-                scores = scores + mask
-            elif i < target:
-                scores = scores + block_eos
-            else:  # official: keep EOS's own score, -inf elsewhere
-                scores = scores + only_eos
-            token = self._after_fsm(scores, row, L + i, sampling, generator)
+            scores = self._guided(
+                logits, sampling
+            )  # a fresh [1, V] or the step's own logits: masked in place
+            scores.add_(mask if target is None else block_eos if i < target else only_eos)
+            token = self._after_fsm(scores, row, L + i, sampling, generator, checked=False)
             row[:, L + i] = token
             if progress is not None:
                 progress(i + 1, steps)

@@ -136,3 +136,108 @@ def test_parse_and_cot_format():
         {"bpm": 120, "timesignature": "4/4", "duration": "30", "keyscale": "C minor"}
     )
     assert cot == "<think>\nbpm: 120\nduration: 30\nkeyscale: C minor\ntimesignature: 4\n</think>"
+
+
+# --- what a phase allocates and reads back (issue 13) ------------------------------------------------------------
+
+
+def _plan_recording_caches(planner, monkeypatch, case: dict) -> tuple[dict, list]:
+    caches = []
+    new_cache = planner.model.new_cache
+
+    def recording(*args, **kwargs):
+        caches.append(new_cache(*args, **kwargs))
+        return caches[-1]
+
+    monkeypatch.setattr(planner.model, "new_cache", recording)
+    return planner.plan(seed=case["seed"], **case["kwargs"]), caches
+
+
+def _assert_golden(result: dict, case: dict) -> None:
+    for ph in case["phases"]:
+        assert result["phases"][ph["phase"]].generated_ids == ph["generated_ids"], ph["phase"]
+    assert (result["metadata"], result["audio_codes"]) == (case["metadata"], case["audio_codes"])
+
+
+def test_kv_cache_sized_to_the_phase(planner, monkeypatch):
+    """A 10 s plan: the codes phase's cache is its prompt + 50 codes (the EOS drawn after them is never fed
+    back), not the 4,032-token budget, and the phase fills it to the last column; the CoT starts 256 columns
+    past its prompt. The tokens are the golden ones."""
+    case = CASES["cases"]["auto_metas_cfg"]
+    result, (cot, codes) = _plan_recording_caches(planner, monkeypatch, case)
+    _assert_golden(result, case)
+    cot_golden, codes_golden = case["phases"]
+    prompt = len(codes_golden["prompt_ids"][0])
+    assert codes.capacity == codes.max_len == prompt + 10 * 5
+    assert codes.length == codes.capacity  # the phase reached its bound
+    assert codes.k[0].shape[2] == prompt + 50 and len(codes_golden["generated_ids"]) == 51
+    cot_prompt = len(cot_golden["prompt_ids"][0])
+    assert cot.max_len == cot_prompt + cot_golden["max_new_tokens"] == cot_prompt + 4032
+    assert cot.capacity == cot_prompt + P.CACHE_START
+    assert cot.length == cot_prompt + len(cot_golden["generated_ids"]) - 1
+
+
+def test_kv_cache_grows_without_changing_a_token(planner, monkeypatch):
+    """A CoT that outgrows its first allocation (here 4 columns past the prompt) doubles the cache and still
+    draws the golden tokens; at the LM level, logits through a cache grown at every step equal those through
+    one allocated at once, bit for bit."""
+    monkeypatch.setattr(P, "CACHE_START", 4)
+    case = CASES["cases"]["auto_metas_cfg"]
+    result, (cot, _) = _plan_recording_caches(planner, monkeypatch, case)
+    _assert_golden(result, case)
+    prompt = len(case["phases"][0]["prompt_ids"][0])
+    assert cot.capacity == 2 * (prompt + 4) and cot.length > prompt + 4
+
+    model, tok = planner.model, planner.tok
+    meta = json.loads((LM_GOLDEN / "logits.json").read_text(encoding="utf-8"))
+    ids, valid = tok.left_padded(meta["texts"])
+    n = ids.shape[1] + len(meta["steps"])
+    whole, grown = model.new_cache(2, n), model.new_cache(2, n, initial=ids.shape[1])
+    assert torch.equal(model(ids, whole, valid=valid), model(ids, grown, valid=valid))
+    for step in meta["steps"]:
+        step = torch.tensor(step).view(2, 1)
+        assert torch.equal(model(step, whole), model(step, grown))
+    assert grown.capacity == n and grown.length == n
+
+
+def test_codes_draw_is_torch_multinomial():
+    """The codes phase's draw without host reads (``sample(checked=False)``) picks the token torch.multinomial
+    picks and leaves the generator where it leaves it."""
+    for trial in range(40):
+        g = torch.Generator().manual_seed(trial)
+        scores = torch.randn(1, 217204, generator=g) * (1 + trial % 5)
+        if trial % 2:
+            scores = P.top_p_filter(scores, 0.9)
+        a, b = torch.Generator().manual_seed(100 + trial), torch.Generator().manual_seed(100 + trial)
+        assert torch.equal(P.sample(scores, 0.85, a), P.sample(scores, 0.85, b, checked=False))
+        assert torch.equal(a.get_state(), b.get_state())
+
+
+def test_codes_phase_reads_nothing_back_per_token(planner):
+    """The ops that make a GPU wait for the host (a read-back: ``.item()``, ``bool()``, ``nonzero``, a boolean
+    index, ``multinomial``'s checks) seen in codes-only plans of 60 and 75 codes, CFG, top-k, top-p and the
+    repetition penalty on: as many in both (the prompt's padding check, the read of the codes at the end)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    aten = torch.ops.aten
+    reads = {aten._local_scalar_dense, aten.is_nonzero, aten.nonzero, aten.multinomial, aten.equal,
+             aten.masked_select}  # fmt: skip
+
+    class CountReads(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            bool_index = func.overloadpacket in (aten.index, aten.index_put, aten.index_put_) and any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1]
+            )
+            self.count += func.overloadpacket in reads or bool_index
+            return func(*args, **(kwargs or {}))
+
+    kwargs = dict(CASES["cases"]["user_metas"]["kwargs"], top_k=50, repetition_penalty=1.1)
+    counts = []
+    for seconds in (12, 15):
+        with CountReads() as mode:
+            out = planner.plan(seed=3, **dict(kwargs, target_duration=seconds))
+        assert out["audio_codes"].count("<|audio_code_") == seconds * 5 and set(out["phases"]) == {"codes"}
+        counts.append(mode.count)
+    assert counts[0] == counts[1] <= 2, counts

@@ -1,11 +1,17 @@
-"""ACE-Step 1.5 LoRAs merged into our DiT against the official handler (goldens: tests/golden/make_v15_lora.py ran
-the official trainer's save and the handler's load_lora / set_lora_scale / unload_lora; see
+"""ACE-Step 1.5 LoRAs and LoKrs merged into our DiT against the official code (goldens: tests/golden/make_v15_lora.py
+ran the official trainer's save and the handler's load_lora / set_lora_scale / unload_lora, make_v15_lokr.py the
+official LoKr trainer's inject_lokr_into_dit / save_lokr_weights and load_lokr_weights; see
 tests/golden/v15/lora/README.md)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,10 +22,12 @@ from safetensors.torch import save_file
 from acestep_models.common.weights import read_json, read_safetensors
 from acestep_models.v15 import pipeline
 from acestep_models.v15.lora import (
+    Kron,
     LoRA,
     applied_loras,
     apply_lora,
     load_lora,
+    lokr_patches,
     lora_deltas,
     lora_patches,
     official_scale,
@@ -32,7 +40,10 @@ LORAS = GOLDEN / "v15" / "lora"
 OFFICIAL = LORAS / "official_lora"  # as the official trainer leaves it: official_lora/adapter/
 ADAPTER = OFFICIAL / "adapter"
 RSLORA = LORAS / "peft_rslora"
+LOKRS = LORAS / "lokr"  # make_v15_lokr.py: one folder per LoKr, as save_lokr_weights writes it
+LOKR_CASES = ("official_lokr", "factor_rslora", "unbalanced", "defaults")
 TOL = 1e-5  # relative L2, float32 CPU
+REPO = Path(__file__).resolve().parents[3]
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -66,6 +77,16 @@ def golden() -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def cases() -> dict:
     return json.loads((LORAS / "cases.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def lokr_golden() -> dict[str, torch.Tensor]:
+    return read_safetensors(LOKRS / "tensors.safetensors")[0]
+
+
+@pytest.fixture(scope="module")
+def lokr_cases() -> dict:
+    return json.loads((LOKRS / "cases.json").read_text())
 
 
 def velocity(dit, golden) -> torch.Tensor:
@@ -317,13 +338,13 @@ def test_wrong_files_fail_clearly(dit, tmp_path):
         load_lora(GOLDEN / "lora" / "tiny_lora")  # the v1 golden LoRA
     z = torch.zeros
     cases = {
-        "lokr": (
+        "loha": (
             {
-                "lycoris_layers_0_self_attn_q_proj.lokr_w1": z(4, 4),
-                "lycoris_layers_0_self_attn_q_proj.lokr_w2": z(8, 8),
+                "lycoris_layers_0_self_attn_q_proj.hada_w1_a": z(32, 2),
+                "lycoris_layers_0_self_attn_q_proj.hada_w1_b": z(2, 32),
                 "lycoris_layers_0_self_attn_q_proj.alpha": torch.tensor(1.0),
             },
-            "LoKr adapter.*official 1.5 handler cannot load LoKr",
+            "LyCORIS LoHa adapter.*does not apply: only LoRA .* and LoKr",
         ),
         "lm": (
             {
@@ -378,3 +399,282 @@ def test_repr_says_what_it_is():
     lora = load_lora(OFFICIAL)
     assert isinstance(lora, LoRA)
     assert repr(lora) == "LoRA('official_lora': 32 layers, rank [4], alpha: adapter_config.json)"
+
+
+# --- LoKr (LyCORIS), against the official inject_lokr_into_dit + load_lokr_weights ------------------------------
+
+
+def lycoris_name(key: str) -> str:
+    """Our weight key as the official LoKr file names the layer (LyCORIS: the decoder path, dots as _)."""
+    return "lycoris_" + key[len("decoder.") : -len(".weight")].replace(".", "_")
+
+
+@pytest.mark.parametrize("name", LOKR_CASES)
+def test_official_lokr_at_two_multipliers_then_removed(dit, golden, lokr_golden, lokr_cases, name):
+    """The official trainer's lokr_weights.safetensors, applied as the official inject_lokr_into_dit(model, config,
+    multiplier) + load_lokr_weights do: the DiT output at multiplier 1 and another; the scale of every layer is the
+    official module's; remove_lora gives the original weights back bit for bit."""
+    before = snapshot(dit)
+    base = velocity(dit, golden)
+    lokr = load_lora(LOKRS / name)  # the folder save_lokr_weights wrote
+    case = lokr_cases[name]
+    # every Linear and Conv1d of the decoder, as LyCORIS wrapped them
+    assert lokr.is_lokr and len(lokr.patches) == case["modules"] == 52
+    official_scales = {module: scale for module, (scale, _) in case["layouts"].items()}
+    assert {lycoris_name(k): p.scale for k, p in lokr.patches.items()} == pytest.approx(official_scales)
+    try:
+        for multiplier in case["multipliers"]:
+            apply_lora(dit, lokr, multiplier)
+            ours = velocity(dit, golden)
+            err = rel(ours, lokr_golden[f"{name}.scale{multiplier}"])
+            print(f"LoKr {name} at {multiplier}: relative L2 vs official {err:.2e}")
+            assert err < TOL
+            assert rel(ours, base) > 0.1  # the LoKr really acts
+        assert applied_loras(dit) == [(name, case["multipliers"][-1])]
+    finally:
+        remove_lora(dit)
+    assert applied_loras(dit) == [] and same_weights(dit, before)
+
+
+def test_official_lokr_file_layout_and_where_it_loads_from(tmp_path, lokr_cases):
+    """save_lokr_weights' file: LyCORIS keys relative to the decoder, an .alpha per layer, the LoKRConfig as metadata;
+    it loads from the file, its folder (<output>/final/) and the trainer's output folder above that."""
+    file = LOKRS / "official_lokr" / "lokr_weights.safetensors"
+    sd, metadata = read_safetensors(file)
+    assert {"lycoris_layers_0_self_attn_q_proj.lokr_w1", "lycoris_layers_0_self_attn_q_proj.lokr_w2_a",
+            "lycoris_proj_in_1.lokr_t2", "lycoris_time_embed_linear_1.lokr_w1_b",
+            "lycoris_layers_0_self_attn_q_proj.alpha"} <= set(sd)  # fmt: skip
+    assert metadata["format"] == "lycoris" and json.loads(metadata["lokr_config"])["linear_dim"] == 2
+    lokr = load_lora(file)
+    assert lokr.name == "official_lokr"
+    kinds = {k: p for k, p in lokr.patches.items()}
+    q = kinds["decoder.layers.0.self_attn.q_proj.weight"]
+    assert isinstance(q, Kron) and q.w1 is not None and q.w2_a is not None
+    assert q.scale == 1.5  # alpha 3 / dim 2
+    assert kinds["decoder.proj_in.1.weight"].t2 is not None  # Tucker on the convolution
+    assert kinds["decoder.proj_in.1.weight"].shape == (32, 9, 2)
+    # the official output folder: <output>/final/lokr_weights.safetensors
+    final = tmp_path / "my_lokr" / "final"
+    final.mkdir(parents=True)
+    shutil.copy(file, final)
+    for where in (final, final.parent):
+        got = load_lora(where)
+        assert got.name == "my_lokr" and got.patches.keys() == lokr.patches.keys()
+    assert repr(lokr).startswith("LoRA('official_lokr': 52 LoKr layers, alpha: LoKr .alpha tensors")
+    # LyCORIS saved whole w1 and w2 for every layer at the official defaults: scale 1, linear_alpha 128 unused
+    defaults = load_lora(LOKRS / "defaults")
+    assert json.loads(lokr_cases["defaults"]["file_metadata"]["lokr_config"])["linear_alpha"] == 128
+    assert all(p.w1 is not None and p.w2 is not None and p.scale == 1.0 for p in defaults.patches.values())
+
+
+def test_lokr_stacks_with_a_lora_and_comes_off_alone(dit, golden, lokr_golden):
+    """A LoKr and a LoRA at once (the official LoKr under PEFT's official LoRA at 0.5); taking the LoKr off leaves
+    exactly the LoRA; taking both off gives the original weights back bit for bit."""
+    before = snapshot(dit)
+    apply_lora(dit, OFFICIAL, 0.5)
+    lora_only = snapshot(dit)
+    apply_lora(dit, LOKRS / "official_lokr", 1.0)
+    assert applied_loras(dit) == [("official_lora", 0.5), ("official_lokr", 1.0)]
+    err = rel(velocity(dit, golden), lokr_golden["stack.official_lokr1.0_official_lora0.5"])
+    print(f"LoKr + LoRA stack: relative L2 vs official {err:.2e}")
+    assert err < TOL
+    remove_lora(dit, "official_lokr")
+    assert applied_loras(dit) == [("official_lora", 0.5)] and same_weights(dit, lora_only)
+    remove_lora(dit)
+    assert same_weights(dit, before)
+
+
+def rewrite_lokr(sd: dict[str, torch.Tensor], paths: dict[str, str], prefix: str, underscored: bool):
+    """The official LoKr file's tensors under another key layout; ``paths``: its layer names -> decoder paths."""
+    out = {}
+    for k, v in sd.items():
+        module, kind = k.split(".")
+        path = paths[module].replace(".", "_") if underscored else paths[module]
+        out[f"{prefix}{path}.{kind}"] = v
+    return out
+
+
+def test_comfyui_key_layouts_load_lokrs_too(tmp_path):
+    """The official file is ComfyUI's LyCORIS layout for ACEStep15 (lycoris_<decoder path with _>); its generic
+    layouts (diffusion_model.<model path>, lora_unet_<model path with _>) and bare paths give the same layers."""
+    lokr = load_lora(LOKRS / "official_lokr")
+    sd = read_safetensors(LOKRS / "official_lokr" / "lokr_weights.safetensors")[0]
+    paths = {lycoris_name(k): k[len("decoder.") : -len(".weight")] for k in lokr.patches}
+    variants = {
+        "comfy": rewrite_lokr(sd, paths, "diffusion_model.decoder.", False),
+        "comfy_kohya": rewrite_lokr(sd, paths, "lora_unet_decoder_", True),
+        "bare_decoder_paths": rewrite_lokr(sd, paths, "", False),
+        "bare_model_paths": rewrite_lokr(sd, paths, "decoder.", False),
+    }
+    for name, vsd in variants.items():
+        save_file(vsd, str(tmp_path / f"{name}.safetensors"))
+        got = load_lora(tmp_path / f"{name}.safetensors")
+        assert got.patches.keys() == lokr.patches.keys(), name
+        for k, p in got.patches.items():
+            assert p.scale == lokr.patches[k].scale and torch.equal(
+                p.halves()[1], lokr.patches[k].halves()[1]
+            )
+    # without .alpha tensors the scale is the strength alone (LyCORIS and ComfyUI)
+    save_file(
+        {k: v for k, v in sd.items() if not k.endswith(".alpha")}, str(tmp_path / "no_alpha.safetensors")
+    )
+    assert {p.scale for p in load_lora(tmp_path / "no_alpha.safetensors").patches.values()} == {1.0}
+
+
+def test_lokr_deltas_and_factors_for_comfyui(dit):
+    """lora_deltas gives a LoKr's weight deltas, lokr_patches its factors with the whole scale folded into w1."""
+    lokr = load_lora(LOKRS / "official_lokr")
+    deltas, patches = lora_deltas(lokr, 0.7), lokr_patches(lokr, 0.7)
+    assert deltas.keys() == patches.keys() == lokr.patches.keys()
+    for key, (w1, w2, alpha, w1_a, w1_b, w2_a, w2_b, t2, dora) in patches.items():
+        assert alpha is None and t2 is None and dora is None
+        w1 = w1 if w1 is not None else w1_a @ w1_b
+        w2 = w2 if w2 is not None else w2_a @ w2_b
+        torch.testing.assert_close(torch.kron(w1, w2).reshape(deltas[key].shape), deltas[key])
+    sd = snapshot(dit)
+    apply_lora(dit, lokr, 0.7)
+    try:
+        merged = dit.state_dict()
+        assert max(rel(merged[k], sd[k] + d) for k, d in deltas.items()) < 1e-6
+    finally:
+        remove_lora(dit)
+    with pytest.raises(ValueError, match="is a LoKr.*use lokr_patches"):
+        lora_patches(lokr)
+    with pytest.raises(ValueError, match="is a LoRA.*use lora_patches"):
+        lokr_patches(load_lora(OFFICIAL))
+
+
+# ComfyUI's own LoKr adapter on our factors (lokr_patches), in a ComfyUI copy's Python: 0.3.x (build/comfyui, the
+# tests' venv) and 0.20.1 (build/ComfyUI-0.20.1 in .venv20, scripts/setup_env.sh). It also loads the official file
+# ComfyUI's own way (comfy.lora.load_lora with the ACEStep15 key map) for comparison.
+COMFY_LOKR = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    from comfy.cli_args import args
+    args.cpu = True
+    import torch
+    import comfy.lora
+    from comfy.weight_adapter.lokr import LoKrAdapter
+    data = torch.load("in.pt", weights_only=True)
+    strength, weights, out = data["strength"], data["weights"], {}
+    for name, case in data["cases"].items():
+        for key, factors in case["patches"].items():
+            p = [(strength, LoKrAdapter(set(), factors), 1.0, None, None)]
+            out[f"{name}/ours/{key}"] = comfy.lora.calculate_weight(p, weights[key].clone(), key)
+        key_map = {"lycoris_" + k[len("decoder."):-len(".weight")].replace(".", "_"): k for k in weights}
+        for key, adapter in comfy.lora.load_lora(case["file"], key_map, log_missing=False).items():
+            p = [(strength, adapter, 1.0, None, None)]
+            try:
+                out[f"{name}/native/{key}"] = comfy.lora.calculate_weight(p, weights[key].clone(), key)
+            except RuntimeError as e:  # its Tucker rebuild wants 2-D kernels
+                print(f"{name}: ComfyUI's own load fails on {key}: {e}")
+    torch.save(out, "out.pt")
+    """
+)
+
+
+def comfyui_copies() -> list:
+    from conftest import comfyui_root  # noqa: PLC0415
+
+    root = comfyui_root()
+    return [
+        pytest.param((sys.executable, root), id="comfyui"),
+        pytest.param(
+            (REPO / ".venv20" / "bin" / "python", REPO / "build" / "ComfyUI-0.20.1"), id="ComfyUI-0.20.1"
+        ),
+    ]
+
+
+@pytest.mark.parametrize("copy", comfyui_copies())
+def test_comfyuis_lokr_adapter_on_lokr_patches_gives_our_merge(dit, tmp_path, copy):
+    """ModelPatcher's path (comfy.lora.calculate_weight with LoKrAdapter(set(), lokr_patches(lokr, 1.0)) at
+    strength 0.7) patches every layer as apply_lora(dit, lokr, 0.7) merges it. ComfyUI reading the official file
+    itself agrees on every Linear layer (its kron of a convolution's factors differs: proj_in)."""
+    python, root = copy
+    if root is None or not (Path(root) / "comfy").is_dir() or not Path(python).exists():
+        pytest.skip(f"no ComfyUI copy at {root} with {python} (scripts/setup_env.sh)")
+    strength = 0.7
+    weights = {k: v.clone() for k, v in dit.state_dict().items() if k.startswith("decoder.")}
+    cases, ours = {}, {}
+    for name in LOKR_CASES:
+        lokr = load_lora(LOKRS / name)
+        patches = lokr_patches(lokr, 1.0)
+        cases[name] = {
+            "patches": patches,
+            "file": read_safetensors(LOKRS / name / "lokr_weights.safetensors")[0],
+        }
+        apply_lora(dit, lokr, strength)
+        ours[name] = {k: v.clone() for k, v in dit.state_dict().items() if k in patches}
+        remove_lora(dit)
+    torch.save({"strength": strength, "weights": weights, "cases": cases}, tmp_path / "in.pt")
+    run = subprocess.run([str(python), "-c", COMFY_LOKR, str(root)], cwd=tmp_path, capture_output=True, text=True,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    print(run.stdout, end="")
+    comfy = torch.load(tmp_path / "out.pt", weights_only=True)
+    for name in LOKR_CASES:
+        err = max(rel(comfy[f"{name}/ours/{k}"], v) for k, v in ours[name].items())
+        native = {
+            k: rel(comfy[f"{name}/native/{k}"], v)
+            for k, v in ours[name].items()
+            if f"{name}/native/{k}" in comfy
+        }
+        linear = max(e for k, e in native.items() if "proj_in" not in k)
+        conv = native.get("decoder.proj_in.1.weight", "fails")
+        print(
+            f"{Path(root).name} {name}: LoKrAdapter(lokr_patches) {err:.1e}; its own load: Linear {linear:.1e}, ",
+            end="",
+        )
+        print(f"proj_in {conv}")
+        assert err < 1e-6
+        assert len([k for k in native if "proj_in" not in k]) == 51
+        assert max(e for k, e in native.items() if "proj_in" not in k) < 1e-6
+
+
+def test_lokr_files_that_cannot_be_applied_fail_clearly(tmp_path):
+    z = torch.zeros
+    q = "lycoris_layers_0_self_attn_q_proj"
+    cases = {
+        "dora": (
+            {f"{q}.lokr_w1": z(4, 4), f"{q}.lokr_w2": z(8, 8), f"{q}.dora_scale": z(32, 1)},
+            "LoKr with weight decomposition \\(DoRA.*weight_decompose off",
+        ),
+        "half": (
+            {f"{q}.lokr_w1": z(4, 4), f"{q}.lokr_w2_a": z(8, 2)},
+            "needs lokr_w2 or both lokr_w2_a and lokr_w2_b",
+        ),
+        "both": (
+            {
+                f"{q}.lokr_w1": z(4, 4),
+                f"{q}.lokr_w1_a": z(4, 1),
+                f"{q}.lokr_w1_b": z(1, 4),
+                f"{q}.lokr_w2": z(8, 8),
+            },
+            "needs lokr_w1 or both",
+        ),
+        "chain": (
+            {f"{q}.lokr_w1": z(4, 4), f"{q}.lokr_w2_a": z(8, 2), f"{q}.lokr_w2_b": z(3, 8)},
+            "lokr_w2_a \\(8, 2\\) and lokr_w2_b \\(3, 8\\) do not chain",
+        ),
+        "mixed": (
+            {
+                f"{q}.lokr_w1": z(4, 4),
+                f"{q}.lokr_w2": z(8, 8),
+                "lycoris_layers_0_self_attn_k_proj.lora_down.weight": z(2, 32),
+                "lycoris_layers_0_self_attn_k_proj.lora_up.weight": z(16, 2),
+            },
+            "not LoKr tensors.*mixing LoKr with other adapters",
+        ),
+        "image_model": (
+            {
+                "lycoris_down_blocks_0_attn_to_q.lokr_w1": z(4, 4),
+                "lycoris_down_blocks_0_attn_to_q.lokr_w2": z(8, 8),
+            },
+            "match no ACE-Step 1.5 DiT layer",
+        ),
+    }
+    for name, (sd, message) in cases.items():
+        save_file(sd, str(tmp_path / f"{name}.safetensors"))
+        with pytest.raises(ValueError, match=message):
+            load_lora(tmp_path / f"{name}.safetensors")
