@@ -198,42 +198,62 @@ def acestep_entries(max_depth: int = 3) -> list[str]:
 
 
 def model_choices(kind: str) -> list[str]:
-    """Combo options for a loader: ``<comfy folder>/<file>`` for each matching file, then ``acestep/<entry>``."""
-    out = []
+    """Combo options for a loader, as core names them: each matching file relative to its model folder (folders in
+    ``PART_FOLDERS[kind]`` order; a name in two folders is listed once and loads from the first), then the entries
+    of ``acestep/`` (official folders and files) relative to it."""
+    out: dict[str, None] = {}
     for folder in PART_FOLDERS[kind]:
-        names = folder_paths.get_filename_list(folder)
-        out += [f"{folder}/{n}" for n in names if n.lower().endswith(WEIGHT_SUFFIX)]
-    return out + [f"{ACESTEP_FOLDER}/{e}" for e in acestep_entries()]
+        out.update(
+            dict.fromkeys(
+                n for n in folder_paths.get_filename_list(folder) if n.lower().endswith(WEIGHT_SUFFIX)
+            )
+        )
+    out.update(dict.fromkeys(acestep_entries()))
+    return list(out)
+
+
+def _in_acestep(rel: str) -> Path | None:
+    for root in folder_paths.get_folder_paths(ACESTEP_FOLDER):
+        cand = Path(root) / rel
+        inside = os.path.commonpath([os.path.abspath(root), os.path.abspath(cand)]) == os.path.abspath(root)
+        if rel and inside and cand.exists():
+            return cand
+    return None
+
+
+# Where a plain name is looked for, in order: every folder a loader lists, then acestep/.
+SEARCH_FOLDERS = ("diffusion_models", "vae", "text_encoders", "checkpoints")
 
 
 # FILE_NAMES_CHECKED: a loader's ``validate_inputs`` names its file inputs, so ComfyUI (0.20 checks every combo value
 # before a prompt runs) leaves them to ``resolve_model``: a missing model gets our message saying where to put it,
 # not "Value not in list", and a saved workflow naming a file under another folder still reaches the loader.
 def resolve_model(node: str, input: str, value: str) -> Path:
-    """A loader option back to the file or folder it names."""
-    folder, _, rel = value.replace("\\", "/").partition("/")
+    """A loader option back to the file or folder it names: a plain name (``acestep_v1.5_turbo.safetensors``,
+    ``Ace-Step1.5``), or, as workflows saved before 0.3 hold them, one with its folder in front
+    (``diffusion_models/...``, ``acestep/...``)."""
+    value = value.replace("\\", "/")
+    folder, _, rel = value.partition("/")
     path = None
-    if folder == ACESTEP_FOLDER:
-        for root in folder_paths.get_folder_paths(ACESTEP_FOLDER):
-            cand = Path(root) / rel
-            inside = os.path.commonpath([os.path.abspath(root), os.path.abspath(cand)]) == os.path.abspath(
-                root
-            )
-            if rel and inside and cand.exists():
-                path = cand
-                break
+    if folder == ACESTEP_FOLDER:  # (saved before 0.3)
+        path = _in_acestep(rel)
     elif folder in folder_paths.folder_names_and_paths and rel:
         full = folder_paths.get_full_path(folder, rel)
         path = Path(full) if full else None
-    if path is None:
-        if folder not in folder_paths.folder_names_and_paths:  # e.g. an absolute path typed into the request
-            fix = "Pick it from the list: its names start with a model folder (checkpoints/, acestep/, ...)."
+    if path is None and value:
+        for name in SEARCH_FOLDERS:
+            full = folder_paths.get_full_path(name, value)
+            if full:
+                path = Path(full)
+                break
         else:
-            where = ", ".join(folder_paths.get_folder_paths(folder))
-            fix = (
-                f"Put it in ComfyUI's models/{folder}/ ({where}) and refresh the node list (R), then pick it from "
-                "the list."
-            )
+            path = _in_acestep(value)
+    if path is None:
+        where = "; ".join(f"models/{f}/" for f in (*SEARCH_FOLDERS, ACESTEP_FOLDER))
+        fix = (
+            f"Put it in one of ComfyUI's model folders ({where} or their extra_model_paths.yaml places) and refresh "
+            "the node list (R), then pick it from the list."
+        )
         raise node_error(node, "no such model file or folder", fix, input, value)
     return path
 
@@ -243,7 +263,7 @@ def speaker_choices() -> list[str]:
 
 
 def vocab_choices(max_depth: int = 4) -> list[str]:
-    """``vocab.json`` files under the ``acestep`` folder(s) (``acestep/<rel path>``)."""
+    """``vocab.json`` files under the ``acestep`` folder(s), relative to it (``ACE-Step-v1-3.5B/.../vocab.json``)."""
     found = set()
     for root in folder_paths.get_folder_paths(ACESTEP_FOLDER):
         root = Path(root)
@@ -252,7 +272,7 @@ def vocab_choices(max_depth: int = 4) -> list[str]:
         for here, dirs, files in os.walk(root, followlinks=True):
             rel = Path(here).relative_to(root)
             if "vocab.json" in files:
-                found.add(f"{ACESTEP_FOLDER}/{(rel / 'vocab.json').as_posix()}")
+                found.add((rel / "vocab.json").as_posix())
             if len(rel.parts) >= max_depth:
                 dirs.clear()
     return sorted(found)

@@ -21,28 +21,22 @@ def lora_choices() -> list[str]:
     return [n for n in folder_paths.get_filename_list(LORA_FOLDER) if n.lower().endswith(WEIGHT_SUFFIX)]
 
 
-def comfy_patches(node: str, factors: dict, model, fix: str, value: str, prefix: str = "") -> dict:
-    """{ComfyUI weight key: ComfyUI LoRA adapter} at strength 1, from the engine's ``{weight key: (up, down, scale)}``
-    (``lora_patches(lora, 1.0)``), checked against ``model``'s weights; ``prefix`` is what ComfyUI's patcher puts
-    before the module's keys (``diffusion_model.`` on core's MODEL).
-
-    ComfyUI's adapter adds ``strength * alpha / rank * up @ down``: ``alpha = scale * rank`` makes that the engine's
-    ``strength * scale * up @ down``."""
-    from comfy.weight_adapter.lora import LoRAAdapter
+def comfy_patches(node: str, lora, model, fix: str, value: str, prefix: str = "", lokr_patches=None) -> dict:
+    """{ComfyUI weight key: ComfyUI adapter} at strength 1 for the engine's ``lora``, checked against ``model``'s
+    weights; ``prefix`` is what ComfyUI's patcher puts before the module's keys (``diffusion_model.`` on core's
+    MODEL). A LoRA becomes ComfyUI's LoRA adapters: they add ``strength * alpha / rank * up @ down``, so
+    ``alpha = scale * rank`` makes that the engine's ``strength * scale * up @ down``. A LoKr (1.5) becomes its LoKr
+    adapters, from ``lokr_patches`` (``acestep_models.v15.lora.lokr_patches``: the factors in their tuple order)."""
+    from ..acestep_models.common.lora import lora_patches, patch_dims
 
     params = dict(model.named_parameters())
-    patches, problems = {}, []
-    for key, (up, down, scale) in factors.items():
+    problems = []
+    for key, patch in lora.patches.items():
         weight = params.get(key)
         if weight is None:
             problems.append(f"{key} is not in this DiT")
-        elif weight.shape[0] != up.shape[0] or weight[0].numel() != down[0].numel():
-            problems.append(
-                f"{key} is {tuple(weight.shape)}, the LoRA makes {(up.shape[0], *down.shape[1:])}"
-            )
-        else:
-            rank = down.shape[0]
-            patches[prefix + key] = LoRAAdapter(set(), (up, down, scale * rank, None, None, None))
+        elif (weight.shape[0], weight[0].numel()) != patch_dims(patch):
+            problems.append(f"{key} is {tuple(weight.shape)}, the LoRA makes {patch_dims(patch)}")
     if problems:
         raise node_error(
             node,
@@ -51,7 +45,16 @@ def comfy_patches(node: str, factors: dict, model, fix: str, value: str, prefix:
             "lora_name",
             value,
         )
-    return patches
+    if lora.is_lokr:
+        from comfy.weight_adapter.lokr import LoKrAdapter
+
+        return {prefix + k: LoKrAdapter(set(), t) for k, t in lokr_patches(lora, 1.0).items()}
+    from comfy.weight_adapter.lora import LoRAAdapter
+
+    return {
+        prefix + k: LoRAAdapter(set(), (up, down, scale * down.shape[0], None, None, None))
+        for k, (up, down, scale) in lora_patches(lora, 1.0).items()
+    }
 
 
 def lora_path(node: str, lora_name: str) -> str:
@@ -103,13 +106,12 @@ class AceStepLoraLoader(io.ComfyNode):
     @classmethod
     @checks_numbers
     def execute(cls, dit, lora_name: str, strength: float) -> io.NodeOutput:
-        from ..acestep_models.v1.lora import load_lora, lora_patches
+        from ..acestep_models.v1.lora import load_lora
 
         path = lora_path(cls.TITLE, lora_name)
         with explained(cls.TITLE, "lora_name", lora_name, "Use an ACE-Step v1 LoRA (.safetensors)."):
             lora = load_lora(path)
-        factors = lora_patches(lora, 1.0)
-        patches = comfy_patches(cls.TITLE, factors, dit.model, "Use an ACE-Step v1 3.5B LoRA.", lora_name)
+        patches = comfy_patches(cls.TITLE, lora, dit.model, "Use an ACE-Step v1 3.5B LoRA.", lora_name)
         patched = dit.patcher.clone()
         patched.add_patches(patches, strength_patch=strength)
         return io.NodeOutput(

@@ -2,8 +2,8 @@
 load once, LoRAs stack, and ComfyUI merges and removes the patches as models come and go.
 
 The file is read by ``acestep_models.v15.lora.load_lora``: the official trainer's PEFT adapter (its
-``adapter_config.json`` beside ``adapter_model.safetensors`` gives the official ``alpha / r``) and ComfyUI's key
-layouts. The patched weight is ``W + strength * alpha / r * B @ A``, what the official handler computes at
+``adapter_config.json`` beside ``adapter_model.safetensors`` gives the official ``alpha / r``), its LyCORIS LoKr
+(``lokr_weights.safetensors``, as ComfyUI's LoKr patches) and ComfyUI's key layouts. The patched weight is ``W + strength * alpha / r * B @ A``, what the official handler computes at
 ``set_lora_scale(strength)``; the official slider stops at [0, 1], this strength does not.
 """
 
@@ -38,8 +38,8 @@ class AceStep15LoraLoader(io.ComfyNode):
                     "lora_name",
                     options=lora_choices(),
                     tooltip="A LoRA in ComfyUI's models/loras/: the official trainer's adapter folder (pick its "
-                    "adapter_model.safetensors; adapter_config.json beside it gives the official scale) or a "
-                    "single .safetensors file.",
+                    "adapter_model.safetensors; adapter_config.json beside it gives the official scale), its LoKr "
+                    "(lokr_weights.safetensors) or a single .safetensors file.",
                 ),
                 strength_input(
                     "The official LoRA scale (the app's slider, 0..1; 1 = as trained, 0 = no effect); beyond 1 or "
@@ -56,14 +56,14 @@ class AceStep15LoraLoader(io.ComfyNode):
     @classmethod
     @checks_numbers
     def execute(cls, dit, lora_name: str, strength: float) -> io.NodeOutput:
-        from ...acestep_models.v15.lora import load_lora, lora_patches
+        from ...acestep_models.v15.lora import load_lora, lokr_patches
 
         path = lora_path(cls.TITLE, lora_name)
         with explained(cls.TITLE, "lora_name", lora_name, FIX):
             lora = load_lora(path)
         # core's MODEL patcher holds its DiT under diffusion_model (same module names as ours)
         prefix = "diffusion_model." if isinstance(dit, CoreDiT15Handle) else ""
-        patches = comfy_patches(cls.TITLE, lora_patches(lora, 1.0), dit.model, FIX, lora_name, prefix)
+        patches = comfy_patches(cls.TITLE, lora, dit.model, FIX, lora_name, prefix, lokr_patches)
         patched = dit.patcher.clone()
         patched.add_patches(patches, strength_patch=strength)
         source = f"{dit.source} + LoRA {lora_name} at {strength:g}"

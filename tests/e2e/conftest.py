@@ -71,10 +71,12 @@ MODELS = {
     "v15_lm_file": "text_encoders/qwen_1.7b_ace15.safetensors",
     # a 1.5 LoRA as the official trainer exports it (the folder holds adapter/), for the tiny DiT
     "v15_lora": "loras/acestep15_lora/adapter/adapter_model.safetensors",
+    "v15_lokr": "loras/acestep15_lokr/lokr_weights.safetensors",  # the official LoKr trainer's, default config
 }
 V15_TINY = Path(__file__).resolve().parents[1] / "golden" / "v15" / "pipeline" / "tiny"
 V15_TINY_LM = Path(__file__).resolve().parents[1] / "golden" / "v15" / "lm" / "tiny-lm"
 V15_TINY_LORA = Path(__file__).resolve().parents[1] / "golden" / "v15" / "lora" / "official_lora"
+V15_TINY_LOKR = Path(__file__).resolve().parents[1] / "golden" / "v15" / "lora" / "lokr" / "defaults"
 # Broken and wrong files for the bad-input tests (in checkpoints/, which every loader lists), as the loaders list them.
 BAD_MODELS = {
     "zero": "checkpoints/bad_zero.safetensors",  # 0 bytes
@@ -205,6 +207,7 @@ def _write_v15_models(models: Path) -> None:
         save_file(sd, str(models / MODELS[key]), metadata={CONFIG_METADATA.format(part=part): config})
     shutil.copy(dit / "silence_latent.pt", (models / MODELS["v15_dit_file"]).parent)
     shutil.copytree(V15_TINY_LORA, (models / MODELS["v15_lora"]).parents[1])
+    shutil.copytree(V15_TINY_LOKR, (models / MODELS["v15_lokr"]).parent)
 
 
 def _full_vocab(sd: dict, config: str) -> tuple[dict, str]:
@@ -315,11 +318,16 @@ class Comfy:
     log_path: Path
     process: subprocess.Popen
     client_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    models: dict = field(default_factory=lambda: dict(MODELS))  # loader option of each test model
+    models: dict = field(default_factory=lambda: dict(MODELS))  # each test model under models/ (folder/name)
     bad_models: dict = field(default_factory=lambda: dict(BAD_MODELS))  # broken or wrong files, as listed
     tone_seconds: float = TONE_SECONDS  # length of input/tone.wav
     root: Path | None = None  # the ComfyUI copy it runs
     _object_info: dict | None = None
+
+    def option(self, key: str) -> str:
+        """A test model as the loaders list it: its name inside its model folder, as core lists files
+        (``models[key]`` itself, with the folder in front, is how workflows saved before 0.3 name it)."""
+        return self.models[key].partition("/")[2]
 
     @property
     def output(self) -> Path:

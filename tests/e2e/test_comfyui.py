@@ -122,20 +122,31 @@ def test_the_pack_imports_cleanly(comfy):
 
 
 def test_loaders_list_the_files_in_comfyuis_model_folders(comfy):
+    """Names as core's loaders give them (no folder in front), files and the official folders in acestep/."""
     info = comfy.get("/object_info")
-    m = comfy.models
+    o = comfy.option
 
     def options(node, input):
         return info[node]["input"]["required"][input][1]["options"]
 
-    assert {m["dit"], m["all_in_one"], m["official"]} <= set(options("AceStepFaithfulDiTLoader", "dit_name"))
-    assert {m["vae"], m["all_in_one"], m["official"]} <= set(options("AceStepFaithfulVAELoader", "vae_name"))
-    assert {m["text_encoder"], m["all_in_one"], m["official"]} <= set(
+    assert {o("dit"), o("all_in_one"), o("official")} <= set(options("AceStepFaithfulDiTLoader", "dit_name"))
+    assert {o("vae"), o("all_in_one"), o("official")} <= set(options("AceStepFaithfulVAELoader", "vae_name"))
+    assert {o("text_encoder"), o("all_in_one"), o("official")} <= set(
         options("AceStepFaithfulTextEncoderLoader", "text_encoder_name")
     )
-    assert {m["all_in_one"], m["official"]} <= set(options("AceStepFaithfulCheckpointLoader", "ckpt_name"))
-    assert m["dit"] not in options("AceStepFaithfulCheckpointLoader", "ckpt_name")
+    checkpoints = options("AceStepFaithfulCheckpointLoader", "ckpt_name")
+    assert {o("all_in_one"), o("official")} <= set(checkpoints) and o("dit") not in checkpoints
+    assert {o("v15_dit_file"), o("v15_dit_folder")} <= set(options("AceStepFaithful15DiTLoader", "dit_name"))
+    assert o("v15_lm") in options("AceStepFaithful15LMLoader", "lm_name")
+    assert not any(n.startswith(("checkpoints/", "acestep/")) for n in checkpoints)
     assert "tone.wav" in options("AceStepFaithfulLoadAudio", "audio")
+
+
+def test_names_saved_with_their_folder_still_load(comfy):
+    """Workflows saved before 0.3 name models with their folder in front (``vae/ace_step_vae.safetensors``)."""
+    plain, saved = comfy.run(roundtrip(comfy.option("vae"))), comfy.run(roundtrip(comfy.models["vae"]))
+    assert plain.ok and saved.ok, (plain, saved)
+    assert soundfile.read(saved_file(comfy, plain))[0].shape == soundfile.read(saved_file(comfy, saved))[0].shape
 
 
 # --- workflows -----------------------------------------------------------------------------------------------------

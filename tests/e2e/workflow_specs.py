@@ -18,13 +18,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / "workflows"
 
-# Model files as the loaders list them (README: "Where to put model files for ComfyUI").
-ALL_IN_ONE = "checkpoints/ace_step_v1_3.5b.safetensors"
-OFFICIAL = "acestep/ACE-Step-v1-3.5B"
+# Model files as the loaders list them, by their names in their model folders as core lists files (README: "Where to
+# put model files for ComfyUI"): checkpoints/, acestep/ (the official folder), diffusion_models/, vae/, text_encoders/
+ALL_IN_ONE = "ace_step_v1_3.5b.safetensors"
+OFFICIAL = "ACE-Step-v1-3.5B"
 SPLIT = {
-    "dit": "diffusion_models/ace_step_dit.safetensors",
-    "vae": "vae/ace_step_vae.safetensors",
-    "text_encoder": "text_encoders/umt5_base.safetensors",
+    "dit": "ace_step_dit.safetensors",
+    "vae": "ace_step_vae.safetensors",
+    "text_encoder": "umt5_base.safetensors",
 }
 LORA = "ACE-Step-v1-chinese-rap-LoRA/pytorch_lora_weights.safetensors"
 LORA15 = "acestep15_lora/adapter/adapter_model.safetensors"  # a LoRA the official 1.5 trainer exported
@@ -320,26 +321,31 @@ def _model(value: str) -> dict:
     return {"name": name, "url": f"{V15_REPO}/{value}", "directory": folder}
 
 
+def _name(value: str) -> str:
+    """``folder/file`` as the loaders list it: the file's name in its folder."""
+    return value.partition("/")[2]
+
+
 def _loaders15(base: bool = False, lm: bool = False) -> dict:
     """DiT "1", VAE "2", text encoder "3" (and the 5 Hz LM "4") from ComfyUI's files, each naming its download."""
     dit = V15["dit_base" if base else "dit"]
     nodes = {
-        "1": {"type": "AceStepFaithful15DiTLoader", "widgets": {"dit_name": dit}, "models": [_model(dit)]},
+        "1": {"type": "AceStepFaithful15DiTLoader", "widgets": {"dit_name": _name(dit)}, "models": [_model(dit)]},
         "2": {
             "type": "AceStepFaithful15VAELoader",
-            "widgets": {"vae_name": V15["vae"]},
+            "widgets": {"vae_name": _name(V15["vae"])},
             "models": [_model(V15["vae"])],
         },
         "3": {
             "type": "AceStepFaithful15TextEncoderLoader",
-            "widgets": {"text_encoder_name": V15["text_encoder"]},
+            "widgets": {"text_encoder_name": _name(V15["text_encoder"])},
             "models": [_model(V15["text_encoder"])],
         },
     }
     if lm:
         nodes["4"] = {
             "type": "AceStepFaithful15LMLoader",
-            "widgets": {"lm_name": V15["lm"]},
+            "widgets": {"lm_name": _name(V15["lm"])},
             "models": [_model(V15["lm"])],
         }
     return nodes
