@@ -146,7 +146,9 @@ def test_names_saved_with_their_folder_still_load(comfy):
     """Workflows saved before 0.3 name models with their folder in front (``vae/ace_step_vae.safetensors``)."""
     plain, saved = comfy.run(roundtrip(comfy.option("vae"))), comfy.run(roundtrip(comfy.models["vae"]))
     assert plain.ok and saved.ok, (plain, saved)
-    assert soundfile.read(saved_file(comfy, plain))[0].shape == soundfile.read(saved_file(comfy, saved))[0].shape
+    assert (
+        soundfile.read(saved_file(comfy, plain))[0].shape == soundfile.read(saved_file(comfy, saved))[0].shape
+    )
 
 
 # --- workflows -----------------------------------------------------------------------------------------------------

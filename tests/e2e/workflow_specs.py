@@ -330,7 +330,11 @@ def _loaders15(base: bool = False, lm: bool = False) -> dict:
     """DiT "1", VAE "2", text encoder "3" (and the 5 Hz LM "4") from ComfyUI's files, each naming its download."""
     dit = V15["dit_base" if base else "dit"]
     nodes = {
-        "1": {"type": "AceStepFaithful15DiTLoader", "widgets": {"dit_name": _name(dit)}, "models": [_model(dit)]},
+        "1": {
+            "type": "AceStepFaithful15DiTLoader",
+            "widgets": {"dit_name": _name(dit)},
+            "models": [_model(dit)],
+        },
         "2": {
             "type": "AceStepFaithful15VAELoader",
             "widgets": {"vae_name": _name(V15["vae"])},
