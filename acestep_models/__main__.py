@@ -402,6 +402,20 @@ class _LMProgress(_Bar):
             print(f"5 Hz LM phase {self.phase}: token {step}", file=sys.stderr, flush=True)
 
 
+def _catch_ctrl_c():
+    """(an Event, the SIGINT handler to put back): Ctrl-C sets the event, which the sampler or the LM reads between
+    steps to stop; a second Ctrl-C stops at once (KeyboardInterrupt). Either way the command writes nothing."""
+    stop = threading.Event()
+
+    def on_interrupt(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    return stop, signal.signal(signal.SIGINT, on_interrupt)
+
+
 def _write_outputs(result, params: dict, paths: list[tuple[Path, Path]]) -> None:
     """Each item's audio and its parameter file, all or none: a failure or a second Ctrl-C midway removes what
     this run had written."""
@@ -536,16 +550,8 @@ def generate15(args: argparse.Namespace) -> None:
 
             params["global_seed"] = random.SystemRandom().randint(0, MAX_SEED)
 
-    stop = threading.Event()
-
-    def on_interrupt(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        print("\nstopping (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
-
     progress, lm_progress = _Progress(), _LMProgress()
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    stop, previous = _catch_ctrl_c()
     clock = time.perf_counter()
     try:
         plan = recorded_plan
@@ -662,18 +668,8 @@ def generate(args: argparse.Namespace) -> None:
         raise CliError(str(e)) from e
     print(f"loaded {path} in {time.perf_counter() - clock:.1f} s", file=sys.stderr, flush=True)
 
-    # Ctrl-C asks the sampler to stop at the end of the current step; a second Ctrl-C stops at once. Either way
-    # nothing is written.
-    stop = threading.Event()
-
-    def on_interrupt(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        print("\nstopping (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
-
     progress = _Progress()
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    stop, previous = _catch_ctrl_c()
     clock = time.perf_counter()
     try:
         result = run_pipeline(
@@ -798,16 +794,8 @@ def plan(args: argparse.Namespace) -> None:
     except (FileNotFoundError, ValueError) as e:
         raise CliError(str(e)) from e
     print(f"loaded the 5 Hz LM {args.checkpoint} in {time.perf_counter() - clock:.1f} s", file=sys.stderr)
-    stop = threading.Event()
-
-    def on_interrupt(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        print("\nstopping (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
-
     progress = _LMProgress()
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    stop, previous = _catch_ctrl_c()
     clock = time.perf_counter()
     try:
         out = planner.plan(**params, seed=int(seed), progress=progress, interrupt=stop.is_set)
