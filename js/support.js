@@ -64,6 +64,7 @@ const V15_IDS = [
     '15CheckpointLoader',
     '15DiTLoader',
     '15DiTFromModel',
+    '15VAEFromCore',
     '15VAELoader',
     '15TextEncoderLoader',
     '15LMLoader',

@@ -210,6 +210,20 @@ def dit_over(state_dict: StateDict, operations=None):
     return model.eval()
 
 
+def vae_over(state_dict: StateDict, operations=None):
+    """Our Oobleck VAE over another module's tensors, shared, not copied: ComfyUI's own 1.5 VAE
+    (``comfy.ldm.audio.autoencoder.AudioOobleckVAE``, stable-audio-tools names, converted as for its file; the
+    snake parameters become views of its [C] tensors). Built on meta, each tensor assigned as it is."""
+    from .vae import AutoencoderOobleck, OobleckConfig
+
+    sd = to_official_keys("vae", dict(state_dict))
+    config = OobleckConfig.from_state_dict(sd)
+    with torch.device("meta"):
+        model = AutoencoderOobleck(config, operations=operations)
+    model.load_state_dict(sd, strict=True, assign=True)
+    return model.eval()
+
+
 def load_silence_latent(path: str | Path) -> torch.Tensor | None:
     """The DiT's ``silence_latent.pt`` as the handler holds it, [1, T, D] float32 (the file is [1, D, T]; read as
     tensors only, no pickled code runs), or None when it is not beside the weights (ComfyUI's files come without

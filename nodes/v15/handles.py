@@ -67,6 +67,27 @@ class Vae15Handle(ModelHandle):
 
 
 @dataclass
+class CoreVae15Handle(Vae15Handle):
+    """ComfyUI's own 1.5 VAE (a core VAE from VAELoader / Load Checkpoint) seen as ours: the same tensors, no copy;
+    ``model`` is our VAE over the tensors core's module holds right now (rebuilt when ComfyUI has moved them)."""
+
+    _view: torch.nn.Module | None = None
+    _bound: tuple = ()
+
+    @property
+    def model(self) -> torch.nn.Module:
+        import comfy.ops
+
+        from ...acestep_models.v15.checkpoint import vae_over
+
+        params = dict(self.patcher.model.named_parameters())
+        bound = tuple(id(p) for p in params.values())
+        if self._view is None or bound != self._bound:
+            self._view, self._bound = vae_over(params, operations=comfy.ops.manual_cast), bound
+        return self._view
+
+
+@dataclass
 class TextEncoder15Handle(ModelHandle):
     """Qwen3-Embedding-0.6B and its tokenizer."""
 

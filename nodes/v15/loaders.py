@@ -22,6 +22,7 @@ from .handles import (
     CATEGORY15,
     LM15,
     CoreDiT15Handle,
+    CoreVae15Handle,
     DiT15,
     DiT15Handle,
     LM15Handle,
@@ -386,10 +387,40 @@ class AceStep15DiTFromModel(io.ComfyNode):
         return io.NodeOutput(CoreDiT15Handle(model, "core MODEL", dtype, variant, silence))
 
 
+class AceStep15VAEFromCore(io.ComfyNode):
+    TITLE = "ACE-Step 1.5 VAE from core VAE"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepFaithful15VAEFromCore",
+            display_name=cls.TITLE,
+            category=CATEGORY15,
+            description="Core's ACE-Step 1.5 VAE (Load VAE with ace_1.5_vae.safetensors, or Load Checkpoint) as the "
+            "VAE of the ACE-Step 1.5 nodes, sharing its weights (no second copy in memory).",
+            inputs=[io.Vae.Input("vae", tooltip="ACE-Step 1.5's VAE from core's loaders.")],
+            outputs=[_vae_out()],
+        )
+
+    @classmethod
+    def execute(cls, vae) -> io.NodeOutput:
+        inner = getattr(vae, "first_stage_model", None)
+        rate = getattr(vae, "audio_sample_rate", None)
+        if type(inner).__name__ != "AudioOobleckVAE" or rate != 48000:
+            what = f"{type(inner).__name__} at {rate} Hz" if inner is not None else type(vae).__name__
+            raise node_error(
+                cls.TITLE, f"this VAE holds {what}, not ACE-Step 1.5's 48 kHz Oobleck VAE",
+                "Load ace_1.5_vae.safetensors with core's Load VAE (or use ACE-Step 1.5 Load VAE).", "vae", what,
+            )  # fmt: skip
+        dtype = next(inner.parameters()).dtype
+        return io.NodeOutput(CoreVae15Handle(vae.patcher, "core VAE", dtype))
+
+
 NODES = [
     AceStep15CheckpointLoader,
     AceStep15DiTLoader,
     AceStep15DiTFromModel,
+    AceStep15VAEFromCore,
     AceStep15VAELoader,
     AceStep15TextEncoderLoader,
     AceStep15LMLoader,

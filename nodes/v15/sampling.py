@@ -355,7 +355,8 @@ class AceStep15Decode(io.ComfyNode):
                 node, "this is not ACE-Step 1.5's VAE", "Connect ACE-Step 1.5 Load VAE.", "vae", type(vae)
             )
         samples = samples15(node, "latent", latent, dim=vae.model.config.latent_channels)
-        model = vae.load()
+        vae.load()
+        model = vae.model  # (after the load: a core VAE's view follows its tensors)
         with explained(node, fix="Check the node's settings."):  # the batch at once, as the official decode
             z = samples.transpose(1, 2).to(model.device)
             wavs = model.latents_to_audio(z, latent_rescale, latent_shift, tiled=tiled).float().cpu()

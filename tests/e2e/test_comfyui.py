@@ -46,6 +46,7 @@ OUR_15_NODES = {
     "AceStepFaithful15CheckpointLoader",
     "AceStepFaithful15DiTLoader",
     "AceStepFaithful15DiTFromModel",
+    "AceStepFaithful15VAEFromCore",
     "AceStepFaithful15VAELoader",
     "AceStepFaithful15TextEncoderLoader",
     "AceStepFaithful15LMLoader",

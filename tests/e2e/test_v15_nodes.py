@@ -348,3 +348,59 @@ def test_cores_15_model_drives_our_sampler_on_the_same_tensors(tmp_path):
     # (comfy.ops manual_cast), which may pick another matmul path than our loader's plain layers
     assert result["shared"] and result["finite"] and result["silence_equal"], result
     assert result["rel"] < 1e-5 and result["lora_rel"] < 1e-5 and result["lora_moves"] > 1e-3, result
+
+
+def test_cores_15_vae_decodes_for_our_nodes_on_the_same_tensors(tmp_path):
+    """Core's 1.5 VAE (what Load VAE gives for ace_1.5_vae.safetensors) through ACE-Step 1.5 VAE from core VAE: our
+    VAE over core's own tensors (no copy), decoding what our loader's VAE from the same file decodes, and what
+    core's own decode makes, to float rounding."""
+    from conftest import comfyui_root
+    from e2e.test_sampling_nodes import in_comfyui
+
+    if not (comfyui_root() / "comfy" / "ldm" / "ace" / "ace_step15.py").is_file():
+        pytest.skip("this ComfyUI (0.3.76) has no ACE-Step 1.5 VAE of its own to adapt")
+    result = in_comfyui(
+        tmp_path,
+        f"""
+        import os, comfy.sd
+        from comfy.ldm.audio.autoencoder import AudioOobleckVAE
+        from safetensors.torch import save_file
+        from acestep_pack.nodes.v15 import loaders, sampling
+
+        # ACE-Step 1.5's VAE as core builds it (its file's layout, full size, seeded random weights)
+        torch.manual_seed(0)
+        # (core builds its layers without initialising them: seeded values, each weight-normed row of norm 1)
+        g = torch.Generator().manual_seed(0)
+
+        def value(k, v):
+            if k.endswith(("weight_g", "original0")):
+                return torch.ones_like(v)
+            if k.endswith(("alpha", "beta")):  # snake, log scale: 1
+                return torch.zeros_like(v)
+            return (0.02 if k.endswith("bias") else 1.0) * torch.randn(v.shape, generator=g)
+
+        sd = {{k: value(k, v) for k, v in AudioOobleckVAE(strides=[2, 4, 4, 6, 10]).state_dict().items()}}
+        folder = {str(tmp_path / "vae")!r}
+        os.makedirs(folder)
+        save_file(sd, folder + "/ace_1.5_vae.safetensors")
+        folder_paths.add_model_folder_path("vae", folder)
+        core = comfy.sd.VAE(sd=sd)
+
+        adapted = loaders.AceStep15VAEFromCore.execute(core).args[0]
+        loaded = loaders.AceStep15VAELoader.execute("ace_1.5_vae.safetensors", "fp32").args[0]
+        latent = {{"samples": torch.randn(1, 64, 25, generator=torch.Generator().manual_seed(1)), "type": "audio"}}
+
+        def decode(handle):
+            return sampling.AceStep15Decode.execute(handle, latent, normalize=False, tiled=False).args[0]["waveform"]
+
+        a, b = decode(adapted), decode(loaded)
+        shared = {{id(p) for p in core.first_stage_model.parameters()}}
+        weights = [p for n, p in adapted.model.named_parameters() if not n.endswith(("alpha", "beta"))]
+        c = core.decode(latent["samples"]).movedim(-1, 1)  # core's own decode, [B, 2, N]
+        c = c / c.abs().amax().clamp(min=1.0)  # with the official anti-clipping our decode applies
+        print(json.dumps({{"shared": all(id(p) in shared for p in weights), "equal": bool(torch.equal(a, b)),
+                          "shape": list(a.shape), "core_rel": float((c - a).norm() / a.norm())}}))
+        """,
+    )
+    assert result["shared"] and result["equal"] and result["shape"] == [1, 2, 25 * 1920], result
+    assert result["core_rel"] < 1e-4, result
