@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import bf16_tol
 
 from acestep_models.common import ops
 from acestep_models.common.weights import build, read_json, read_safetensors
@@ -163,7 +164,9 @@ def test_bf16_matches_official_bf16_and_stays_close_to_fp32(model, inputs, ref):
     assert out16.dtype == torch.bfloat16 and torch.isfinite(out16).all()
     errors = (rel_err(out16, ref["bf16_output"]), rel_err(states16, ref["bf16_encoder_hidden_states"]))
     print(f"bf16 vs official bf16: output {errors[0]:.2e}, encoder states {errors[1]:.2e}")
-    assert max(errors) < 1e-2  # bf16 kernels may round differently on other CPUs; here they agree exactly
+    assert max(errors) < bf16_tol(
+        1e-2, 3e-2
+    )  # an AVX2 CPU's bf16 kernels: 1.5e-2 (bf16 vs fp32: < 5e-2 below)
     assert rel_err(out16, ref["output"]) < 5e-2
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import bf16_tol
 
 from acestep_models.common.weights import build, read_json, read_safetensors
 from acestep_models.v15.vae import (
@@ -27,7 +28,9 @@ from acestep_models.v15.vae import (
 )
 
 TOL = 1e-5  # relative L2 error allowed against the official float32 outputs
-BF16_TOL = 2e-2  # bfloat16 against the official bfloat16 run: a few bf16 roundings (2**-8), far below a wrong cast
+BF16_TOL = (
+    2e-2  # bfloat16 against the official bfloat16 run: a few bf16 roundings (2**-8), far below a wrong cast
+)
 
 
 def rel(ours: torch.Tensor, ref: torch.Tensor) -> float:
@@ -311,4 +314,6 @@ def test_bfloat16_matches_official(golden, io):
     latents = model.encode(i["audio"], generator=gen(i["seed_encode"]))
     assert latents.dtype == torch.bfloat16 and rel(latents, o["encode_sample_bf16"]) < BF16_TOL
     audio = model.decode(i["latents"][:, :, :4])
-    assert audio.dtype == torch.bfloat16 and rel(audio, o["decode_bf16"]) < TOL
+    assert audio.dtype == torch.bfloat16 and rel(audio, o["decode_bf16"]) < bf16_tol(
+        TOL, 3e-2
+    )  # AVX2: 1.7e-2
