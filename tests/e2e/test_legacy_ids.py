@@ -44,7 +44,7 @@ def test_every_node_has_our_prefix_and_a_hidden_alias(comfy):
     mine = sorted(k for k, v in info.items() if v["python_module"] in module)
     v15 = [k for k in mine if k.startswith(NEW + "15")]  # ACE-Step 1.5's nodes came after the rename
     new = [k for k in mine if k.startswith(NEW) and k not in v15]
-    assert len(new) == 24 and len(v15) == 11, (new, v15)
+    assert len(new) == 24 and len(v15) == 13, (new, v15)
     assert sorted(mine) == sorted(v15 + new + [OLD + k[len(NEW) :] for k in new])  # no id unprefixed
     for k in new:
         old = info[OLD + k[len(NEW) :]]
