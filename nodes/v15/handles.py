@@ -40,25 +40,34 @@ class DiT15Handle(ModelHandle):
 
 
 @dataclass
-class CoreDiT15Handle(DiT15Handle):
-    """ComfyUI's own 1.5 DiT (a core MODEL from UNETLoader / Load Checkpoint) seen as ours: the same tensors, no
-    copy. ComfyUI's patcher moves and patches them (its LoRA loaders too); ``model`` is our module over whatever
-    tensors core's module holds right now (rebuilt when ComfyUI has swapped them, e.g. after patching)."""
+class _OverCoreTensors:
+    """A handle over a core model's own tensors: ``model`` is our module built over whatever tensors core's module
+    holds right now (no copy), rebuilt when ComfyUI has swapped them (moved, patched). The view is not copied by
+    ``dataclasses.replace`` (e.g. a LoRA's patched clone builds its own)."""
 
-    _view: torch.nn.Module | None = None
-    _bound: tuple = ()
+    _view: torch.nn.Module | None = field(default=None, init=False, repr=False)
+    _bound: tuple = field(default=(), init=False, repr=False)
+
+    def _over(self, module: torch.nn.Module, build) -> torch.nn.Module:
+        import comfy.ops
+
+        params = dict(module.named_parameters())
+        bound = tuple(id(p) for p in params.values())
+        if self._view is None or bound != self._bound:
+            self._view, self._bound = build(params, operations=comfy.ops.manual_cast), bound
+        return self._view
+
+
+@dataclass
+class CoreDiT15Handle(_OverCoreTensors, DiT15Handle):
+    """ComfyUI's own 1.5 DiT (a core MODEL from UNETLoader / Load Checkpoint) seen as ours, over the same tensors.
+    ComfyUI's patcher moves and patches them (its LoRA loaders too)."""
 
     @property
     def model(self) -> torch.nn.Module:
-        import comfy.ops
-
         from ...acestep_models.v15.checkpoint import dit_over
 
-        params = dict(self.patcher.model.diffusion_model.named_parameters())
-        bound = tuple(id(p) for p in params.values())
-        if self._view is None or bound != self._bound:
-            self._view, self._bound = dit_over(params, operations=comfy.ops.manual_cast), bound
-        return self._view
+        return self._over(self.patcher.model.diffusion_model, dit_over)
 
 
 @dataclass
@@ -67,24 +76,14 @@ class Vae15Handle(ModelHandle):
 
 
 @dataclass
-class CoreVae15Handle(Vae15Handle):
-    """ComfyUI's own 1.5 VAE (a core VAE from VAELoader / Load Checkpoint) seen as ours: the same tensors, no copy;
-    ``model`` is our VAE over the tensors core's module holds right now (rebuilt when ComfyUI has moved them)."""
-
-    _view: torch.nn.Module | None = None
-    _bound: tuple = ()
+class CoreVae15Handle(_OverCoreTensors, Vae15Handle):
+    """ComfyUI's own 1.5 VAE (a core VAE from VAELoader / Load Checkpoint) seen as ours, over the same tensors."""
 
     @property
     def model(self) -> torch.nn.Module:
-        import comfy.ops
-
         from ...acestep_models.v15.checkpoint import vae_over
 
-        params = dict(self.patcher.model.named_parameters())
-        bound = tuple(id(p) for p in params.values())
-        if self._view is None or bound != self._bound:
-            self._view, self._bound = vae_over(params, operations=comfy.ops.manual_cast), bound
-        return self._view
+        return self._over(self.patcher.model, vae_over)
 
 
 @dataclass

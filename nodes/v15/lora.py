@@ -67,8 +67,7 @@ class AceStep15LoraLoader(io.ComfyNode):
         patched = dit.patcher.clone()
         patched.add_patches(patches, strength_patch=strength)
         source = f"{dit.source} + LoRA {lora_name} at {strength:g}"
-        extra = {"_view": None} if isinstance(dit, CoreDiT15Handle) else {}
-        return io.NodeOutput(replace(dit, patcher=patched, source=source, **extra))
+        return io.NodeOutput(replace(dit, patcher=patched, source=source))
 
 
 NODES = [AceStep15LoraLoader]
