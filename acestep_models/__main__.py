@@ -492,11 +492,6 @@ def generate15(args: argparse.Namespace) -> None:
             raise CliError(
                 f"--lm {args.lm}: no such folder or file (give an official acestep-5Hz-lm-* folder)"
             )
-        if P15.batch_size(params) != 1:
-            raise CliError(
-                f"--lm: batch_size {P15.batch_size(params)}: the 5 Hz LM runs one item at a time here (the "
-                'official batch mode is not implemented yet); set "batch_size": 1 in the parameters'
-            )
     elif args.lm_tokenizer:
         raise CliError("--lm-tokenizer: only with --lm")
     audio = {}
@@ -541,14 +536,18 @@ def generate15(args: argparse.Namespace) -> None:
         except (FileNotFoundError, ValueError) as e:
             raise CliError(str(e)) from e
         print(f"loaded the 5 Hz LM {args.lm} in {time.perf_counter() - clock:.1f} s", file=sys.stderr)
-        if (
-            params.get("global_seed") is None
-        ):  # drawn now: the LM and the DiT both take it (see plan_generation)
-            import random
+    if end_to_end and params.get("global_seed") is None:  # drawn now: the LM and the DiT both take it
+        import random
 
-            from .v15.pipeline import MAX_SEED
+        from .v15.pipeline import MAX_SEED
 
-            params["global_seed"] = random.SystemRandom().randint(0, MAX_SEED)
+        params["global_seed"] = random.SystemRandom().randint(0, MAX_SEED)
+    lm_seeds = rng = None
+    # the official batch mode (see planner.lm_seeds), for a replay too: the Python RNG the DiT's seeds come from
+    if end_to_end and P15.batch_size(params) > 1:
+        from .v15.planner import lm_seeds as official_lm_seeds
+
+        lm_seeds, rng = official_lm_seeds(params, int(params["global_seed"]))
 
     progress, lm_progress = _Progress(), _LMProgress()
     stop, previous = _catch_ctrl_c()
@@ -559,14 +558,17 @@ def generate15(args: argparse.Namespace) -> None:
             from .v15.planner import plan_generation
 
             params, plan = plan_generation(
-                planner, params, lm, int(params["global_seed"]), progress=lm_progress, interrupt=stop.is_set
-            )
+                planner, params, lm, int(params["global_seed"]), progress=lm_progress, interrupt=stop.is_set,
+                seeds=lm_seeds,
+            )  # fmt: skip
             lm_progress.close()
             if plan is not None:
                 meta = ", ".join(f"{k}: {v}" for k, v in plan["metadata"].items() if k != "caption")
-                n = plan["audio_codes"].count("<|audio_code_")
-                print(f"5 Hz LM plan: {meta or 'no metadata'}; {n} codes ({n / 5:.1f} s)", file=sys.stderr)
-        result = run_pipeline(models, params, progress=progress, interrupt=stop.is_set, **audio)
+                codes = plan["audio_codes"]
+                n = [c.count("<|audio_code_") for c in (codes if isinstance(codes, list) else [codes])]
+                print(f"5 Hz LM plan: {meta or 'no metadata'}; {' + '.join(map(str, n))} codes "
+                      f"({' + '.join(f'{c / 5:.1f}' for c in n)} s)", file=sys.stderr)  # fmt: skip
+        result = run_pipeline(models, params, progress=progress, interrupt=stop.is_set, rng=rng, **audio)
         if stop.is_set():
             raise Interrupted()
         extra = {}

@@ -65,6 +65,7 @@ const V15_IDS = [
     '15DiTLoader',
     '15DiTFromModel',
     '15VAEFromCore',
+    '15FromCoreCLIP',
     '15VAELoader',
     '15TextEncoderLoader',
     '15LMLoader',
@@ -75,7 +76,9 @@ const V15_IDS = [
     '15Sampler',
     '15Decode',
 ].map((name) => NODE_PREFIX + name);
-export const NODE_IDS = new Set([...V1_IDS, ...V15_IDS]);
+// v1 nodes added after the id rename (no old id)
+const AFTER_RENAME_IDS = ['DiTFromModel', 'VAEFromCore'].map((name) => NODE_PREFIX + name);
+export const NODE_IDS = new Set([...V1_IDS, ...AFTER_RENAME_IDS, ...V15_IDS]);
 
 // The v1 nodes' ids before 0.1 (AceStepLoadAudio, ...), which another pack uses too: old id -> our id. (The 1.5
 // nodes came later, with the prefix.)

@@ -13,8 +13,9 @@ import inspect
 import math
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import comfy.model_management as mm
 import comfy.model_patcher
@@ -314,6 +315,8 @@ class ModelHandle:
     patcher: comfy.model_patcher.ModelPatcher
     source: str  # the file or folder it came from (for messages)
     dtype: torch.dtype
+    # where the patcher's module holds ours (LoRA patch keys): core's MODEL keeps its DiT under diffusion_model
+    patch_prefix: ClassVar[str] = ""
 
     @property
     def model(self) -> torch.nn.Module:
@@ -326,11 +329,30 @@ class ModelHandle:
     def load(self, memory_required: int = 0) -> torch.nn.Module:
         """The model, on its compute device (what does not fit stays offloaded, cast per layer as it runs)."""
         mm.load_models_gpu([self.patcher], memory_required=memory_required)
-        return self.patcher.model
+        return self.model
 
     @staticmethod
     def wrap(model: torch.nn.Module, load_device, offload_device) -> comfy.model_patcher.ModelPatcher:
         return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+
+
+@dataclass
+class OverCoreTensors:
+    """A handle over a core model's own tensors: ``model`` is our module built over whatever tensors core's module
+    holds right now (no copy), rebuilt when ComfyUI has swapped them (moved, patched). The view is not copied by
+    ``dataclasses.replace`` (e.g. a LoRA's patched clone builds its own)."""
+
+    _view: torch.nn.Module | None = field(default=None, init=False, repr=False)
+    _bound: tuple = field(default=(), init=False, repr=False)
+
+    def _over(self, module: torch.nn.Module, build, buffers: bool = False) -> torch.nn.Module:
+        import comfy.ops
+
+        params = dict(module.named_parameters()) | (dict(module.named_buffers()) if buffers else {})
+        bound = tuple(id(p) for p in params.values())
+        if self._view is None or bound != self._bound:
+            self._view, self._bound = build(params, operations=comfy.ops.manual_cast), bound
+        return self._view
 
 
 @dataclass
@@ -340,6 +362,22 @@ class AceStepDiT(ModelHandle):
     @property
     def config(self):
         return self.model.config
+
+
+@dataclass
+class CoreAceStepDiT(OverCoreTensors, AceStepDiT):
+    """ComfyUI's own ACE-Step DiT (a core MODEL from Load Checkpoint on ace_step_v1_3.5b.safetensors, or Load
+    Diffusion Model) seen as ours, over the same tensors. ComfyUI's patcher moves and patches them (its LoRA loaders
+    too)."""
+
+    patch_prefix: ClassVar[str] = "diffusion_model."
+
+    @property
+    def model(self) -> torch.nn.Module:
+        from ..acestep_models.v1.checkpoint import dit_over
+
+        inner = self.patcher.model.diffusion_model
+        return self._over(inner, lambda sd, **kw: dit_over(sd, heads=inner.num_attention_heads, **kw))
 
 
 @dataclass
@@ -374,6 +412,18 @@ class AceStepVAE(ModelHandle):
             z = one[None].to(self.device, torch.float32)
             out.append(model.decode(z, sample_rate=sample_rate).float().to(mm.intermediate_device()))
         return torch.cat(out)
+
+
+@dataclass
+class CoreAceStepVAE(OverCoreTensors, AceStepVAE):
+    """ComfyUI's own ACE-Step VAE (a core VAE from Load Checkpoint on ace_step_v1_3.5b.safetensors, or Load VAE)
+    seen as ours, over the same tensors (its mel front end's buffers too)."""
+
+    @property
+    def model(self) -> torch.nn.Module:
+        from ..acestep_models.v1.checkpoint import vae_over
+
+        return self._over(self.patcher.model, vae_over, buffers=True)
 
 
 @dataclass

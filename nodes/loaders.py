@@ -20,6 +20,8 @@ from .common import (
     AceStepDiT,
     AceStepTextEncoder,
     AceStepVAE,
+    CoreAceStepDiT,
+    CoreAceStepVAE,
     DiT,
     LyricTokenizer,
     ModelHandle,
@@ -429,6 +431,70 @@ class AceStepCheckpointLoader(io.ComfyNode):
         )
 
 
+class AceStepDiTFromModel(io.ComfyNode):
+    TITLE = "ACE-Step DiT from MODEL"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepFaithfulDiTFromModel",
+            display_name=cls.TITLE,
+            category=CATEGORY,
+            description="Core's ACE-Step MODEL (Load Checkpoint on ace_step_v1_3.5b.safetensors, Load Diffusion "
+            "Model) as the DiT of the ACE-Step nodes, sharing its weights (no second copy in memory); core's LoRA "
+            "loaders on the MODEL apply.",
+            inputs=[io.Model.Input("model", tooltip="An ACE-Step (v1) MODEL from core's loaders.")],
+            outputs=[DiT.Output(display_name="dit", tooltip="The DiT, over the MODEL's weights.")],
+        )
+
+    @classmethod
+    def execute(cls, model) -> io.NodeOutput:
+        node = cls.TITLE
+        inner = getattr(getattr(model, "model", None), "diffusion_model", None)
+        if inner is None or type(inner).__module__ != "comfy.ldm.ace.model":
+            what = type(inner).__name__ if inner is not None else type(model).__name__
+            raise node_error(
+                node, f"this MODEL holds {what}, not ComfyUI's ACE-Step (v1) DiT",
+                "Load ace_step_v1_3.5b.safetensors with core's Load Checkpoint (for ACE-Step 1.5: ACE-Step 1.5 DiT "
+                "from MODEL).", "model", what,
+            )  # fmt: skip
+        weights = list(inner.parameters())
+        if any(p.dtype not in (torch.float32, torch.bfloat16, torch.float16) for p in weights):
+            raise node_error(
+                node, "this MODEL keeps its weights in float8", "Use ACE-Step Load DiT (weight_dtype fp8_*) instead.",
+                "model", "MODEL",
+            )  # fmt: skip
+        return io.NodeOutput(CoreAceStepDiT(model, "core MODEL", weights[0].dtype))
+
+
+class AceStepVAEFromCore(io.ComfyNode):
+    TITLE = "ACE-Step VAE from core VAE"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepFaithfulVAEFromCore",
+            display_name=cls.TITLE,
+            category=CATEGORY,
+            description="Core's ACE-Step VAE (Load Checkpoint on ace_step_v1_3.5b.safetensors, or Load VAE) as the "
+            "VAE of the ACE-Step nodes, sharing its weights (no second copy in memory).",
+            inputs=[io.Vae.Input("vae", tooltip="ACE-Step's (v1) VAE from core's loaders.")],
+            outputs=[Vae.Output(display_name="vae", tooltip="Music DCAE + vocoder, over the VAE's weights.")],
+        )
+
+    @classmethod
+    def execute(cls, vae) -> io.NodeOutput:
+        inner = getattr(vae, "first_stage_model", None)
+        if inner is None or type(inner).__module__ != "comfy.ldm.ace.vae.music_dcae_pipeline":
+            what = type(inner).__name__ if inner is not None else type(vae).__name__
+            raise node_error(
+                cls.TITLE, f"this VAE holds {what}, not ComfyUI's ACE-Step (v1) music DCAE",
+                "Load ace_step_v1_3.5b.safetensors with core's Load Checkpoint (for ACE-Step 1.5: ACE-Step 1.5 VAE "
+                "from core VAE).", "vae", what,
+            )  # fmt: skip
+        return io.NodeOutput(CoreAceStepVAE(vae.patcher, "core VAE", next(inner.parameters()).dtype))
+
+
 NODES = [
     AceStepCheckpointLoader,
     AceStepDiTLoader,
@@ -437,3 +503,7 @@ NODES = [
     AceStepLyricTokenizerLoader,
     AceStepSpeakerLoader,
 ]
+AFTER_RENAME = [
+    AceStepDiTFromModel,
+    AceStepVAEFromCore,
+]  # nodes added after the id rename: no old id (nodes/legacy.py)

@@ -9,10 +9,12 @@ with the official scale semantics); its patches become ComfyUI's own LoRA adapte
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import folder_paths
 from comfy_api.latest import io
 
-from .common import CATEGORY, WEIGHT_SUFFIX, AceStepDiT, DiT, checks_numbers, explained, node_error
+from .common import CATEGORY, WEIGHT_SUFFIX, DiT, checks_numbers, explained, node_error
 
 LORA_FOLDER = "loras"  # ComfyUI's own LoRA folder (models/loras/)
 
@@ -111,11 +113,12 @@ class AceStepLoraLoader(io.ComfyNode):
         path = lora_path(cls.TITLE, lora_name)
         with explained(cls.TITLE, "lora_name", lora_name, "Use an ACE-Step v1 LoRA (.safetensors)."):
             lora = load_lora(path)
-        patches = comfy_patches(cls.TITLE, lora, dit.model, "Use an ACE-Step v1 3.5B LoRA.", lora_name)
+        fix = "Use an ACE-Step v1 3.5B LoRA."
+        patches = comfy_patches(cls.TITLE, lora, dit.model, fix, lora_name, dit.patch_prefix)
         patched = dit.patcher.clone()
         patched.add_patches(patches, strength_patch=strength)
         return io.NodeOutput(
-            AceStepDiT(patched, f"{dit.source} + LoRA {lora_name} at {strength:g}", dit.dtype)
+            replace(dit, patcher=patched, source=f"{dit.source} + LoRA {lora_name} at {strength:g}")
         )
 
 

@@ -161,6 +161,37 @@ def load_dit(
     )
 
 
+def dit_over(state_dict: StateDict, operations=None, heads: int | None = None):
+    """Our DiT over another module's tensors, shared, not copied (ComfyUI's own ACE-Step DiT, whose module tree has
+    the official names): built on meta, each tensor assigned as it is; the official training-only tensors stay
+    where they are. ``heads``: the head count (shapes cannot tell it; the released one by default)."""
+    import re
+
+    from .dit import IGNORED_KEYS, ACEStepTransformer, DiTConfig
+
+    sd = {k: v for k, v in state_dict.items() if not re.match(IGNORED_KEYS, k)}
+    config = DiTConfig.from_state_dict(sd, {"num_attention_heads": heads} if heads else None)
+    with torch.device("meta"):
+        model = ACEStepTransformer(config, operations=operations)
+    model.load_state_dict(sd, strict=True, assign=True)
+    return model.eval()
+
+
+def vae_over(state_dict: StateDict, operations=None):
+    """Our music DCAE + vocoder over another module's tensors, shared, not copied: ComfyUI's own ACE-Step VAE
+    (``dcae.`` + ``vocoder.``, the official names but for the vocoder's newer weight-norm names, converted as for
+    its file). Built on meta, each tensor (and the mel front end's buffers) assigned as it is."""
+    from .music_dcae import MusicDCAE, MusicDCAEConfig
+
+    sd = {k: v for k, v in state_dict.items() if not k.startswith("vocoder.")}
+    sd |= {f"vocoder.{k}": v for k, v in to_official_keys("vocoder", {
+        k[len("vocoder."):]: v for k, v in state_dict.items() if k.startswith("vocoder.")}).items()}  # fmt: skip
+    with torch.device("meta"):
+        model = MusicDCAE(MusicDCAEConfig.from_state_dict(sd), operations=operations)
+    model.load_state_dict(sd, strict=True, assign=True)
+    return model.eval()
+
+
 def load_text_encoder(path: str | Path, dtype: torch.dtype | None = None, device="cpu", operations=None):
     """UMT5 and its tokenizer: from the official umt5-base folder (tokenizer.json), or a single file that carries the
     sentencepiece model as its ``spiece_model`` tensor (ComfyUI's layout) or has tokenizer files beside it."""

@@ -224,6 +224,32 @@ def vae_over(state_dict: StateDict, operations=None):
     return model.eval()
 
 
+def text_encoder_over(state_dict: StateDict, operations=None):
+    """Our Qwen3-Embedding over another module's tensors, shared, not copied: ComfyUI's own (``qwen3_06b`` of its
+    ACE-Step 1.5 CLIP, the official names under ``model.``). Built on meta, each tensor assigned as it is."""
+    from .text_encoder import Qwen3Config, Qwen3Model, official_keys
+
+    sd = official_keys(dict(state_dict))
+    sd.pop("lm_head.weight", None)
+    with torch.device("meta"):
+        model = Qwen3Model(Qwen3Config.from_state_dict(sd), operations=operations)
+    model.load_state_dict(sd, strict=True, assign=True)
+    return model.eval()
+
+
+def lm_over(state_dict: StateDict, operations=None):
+    """Our 5 Hz LM over another module's tensors, shared, not copied: ComfyUI's own (``qwen3_2b`` / ``qwen3_4b``
+    of its ACE-Step 1.5 CLIP: ``model.*`` as in ``Qwen3ForCausalLM``, the head tied to the embedding). Built on meta,
+    each tensor assigned as it is."""
+    from .lm import Qwen3ForCausalLM, Qwen3LMConfig
+
+    sd = dict(state_dict)
+    with torch.device("meta"):
+        model = Qwen3ForCausalLM(Qwen3LMConfig.from_state_dict(sd), operations=operations)
+    model.load_state_dict(sd, strict=True, assign=True)
+    return model.eval()
+
+
 def load_silence_latent(path: str | Path) -> torch.Tensor | None:
     """The DiT's ``silence_latent.pt`` as the handler holds it, [1, T, D] float32 (the file is [1, D, T]; read as
     tensors only, no pickled code runs), or None when it is not beside the weights (ComfyUI's files come without

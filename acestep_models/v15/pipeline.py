@@ -389,11 +389,13 @@ def generate(
     progress: Progress | None = None,
     interrupt: Interrupt | None = None,
     decode: bool = True,
+    rng: random.Random | None = None,
 ) -> GenerationResult:
     """One official ``generate_music`` call with ``models`` (on their device). ``params``: its keyword names
     (plus ``global_seed``, ``track_name``, ``complete_track_classes``); ``src_audio`` / ``reference_audio``:
     (audio [C, S] float, sample rate), standing for the files the official ``src_audio`` / ``reference_audio``
-    name (their path values in ``params`` are only recorded)."""
+    name (their path values in ``params`` are only recorded). ``rng``: the official Python global RNG where the
+    caller drew from it first (``planner.lm_seeds``); default ``random.Random(global_seed)``."""
     p = resolve_params(params)
     t0 = time.time()
     dit, vae, silence = models.dit, models.vae, models.silence_latent
@@ -413,7 +415,7 @@ def generate(
     global_seed = p["global_seed"]
     if global_seed is None:
         global_seed = random.SystemRandom().randint(0, MAX_SEED)
-    py = random.Random(int(global_seed))  # official: Python's global RNG
+    py = rng if rng is not None else random.Random(int(global_seed))  # official: Python's global RNG
     tg = torch.Generator("cpu").manual_seed(int(global_seed))  # official: torch's global RNG
 
     batch = max(1, int(p["batch_size"]) if p["batch_size"] is not None else DEFAULT_BATCH_SIZE)

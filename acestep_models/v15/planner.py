@@ -35,14 +35,19 @@ Official quirks reproduced:
   allowed (audio codes too) until one holds a ``:``; an unknown field name there moves on to ``duration``;
 - left padding keeps its column positions (the official loop passes no ``position_ids``).
 
+Batch mode (``Planner.plan(seeds=...)``, ``plan_generation(seeds=...)``) is the official pt backend's: the metadata
+phase once, then the items' codes phases one after another on the same prompt, each after re-seeding the RNG with
+the item's seed (the official code runs them one by one, so do we: one batched pass could change the float
+rounding of the logits with the number of rows, and with it, now and then, a token).
+
 Deliberate differences: ``use_constrained_decoding=False`` without CFG runs this loop without the decoder (the
-official one calls transformers' ``generate`` with its own warper order and defaults); batch mode
-(``batch_size > 1``: the official one re-seeds each item's codes phase) is not implemented yet; the ``vllm`` /
-``mlx`` backends are not reproduced (they sample differently).
+official one calls transformers' ``generate`` with its own warper order and defaults); the ``vllm`` / ``mlx``
+backends are not reproduced (they sample differently).
 """
 
 from __future__ import annotations
 
+import random
 import re
 import time
 from dataclasses import dataclass, field
@@ -883,20 +888,29 @@ class Planner:
         use_cot_caption: bool = True,
         use_cot_language: bool = True,
         seed: int | None = None,
+        seeds: list[int] | None = None,
         generator: torch.Generator | None = None,
         progress: Progress | None = None,
         interrupt: Interrupt | None = None,
         **ignored,
     ) -> dict:
-        """Official ``generate_with_stop_condition`` (single mode): ``{"metadata", "audio_codes", "cot_text",
-        "phases"}``. ``seed`` seeds a generator on the LM's device (the official ``torch.manual_seed(seed)``
-        before the call); or pass ``generator``."""
+        """Official ``generate_with_stop_condition``: ``{"metadata", "audio_codes", "cot_text", "phases"}``.
+        ``seed`` seeds a generator on the LM's device (the official ``torch.manual_seed(seed)`` before the call);
+        or pass ``generator``.
+
+        Batch mode (``seeds``: two or more, the official ``batch_size=len(seeds), seeds=seeds``), as the official
+        pt backend runs it: the metadata phase once (from ``generator``, unseeded by ``seeds``), then one codes
+        phase per item, one after another, each after ``manual_seed(seeds[i])`` of the generator (the official
+        per-item ``torch.manual_seed``) on the same prompt; ``metadata`` (the same for every item) and
+        ``audio_codes`` are lists, the phases ``cot``, ``codes_0``, ``codes_1``, ... One seed or none is single
+        mode (the official ``batch_size=1`` ignores ``seeds``)."""
         infer_type = (infer_type or "").strip().lower()
         if infer_type not in ("dit", "llm_dit"):
             raise ValueError(f"infer_type must be 'dit' or 'llm_dit', not {infer_type!r}")
         if generator is None:
             generator = torch.Generator(self.model.device)
             generator.manual_seed(int(seed) if seed is not None else torch.seed())
+        batch = list(seeds) if seeds is not None and len(seeds) > 1 else None
         sampling = Sampling(temperature, cfg_scale, top_k, top_p, repetition_penalty)
         phases: dict[str, PhaseOutput] = {}
         if not has_all_metas(user_metadata) and use_cot_metas:
@@ -915,28 +929,35 @@ class Planner:
             metadata, _ = parse_lm_output(out.text)
         else:
             metadata = {k: v for k, v in (user_metadata or {}).items() if v is not None}
-        result = {"metadata": metadata, "audio_codes": "", "phases": phases}
         if infer_type == "dit":
-            return result
+            if batch is None:
+                return {"metadata": metadata, "audio_codes": "", "phases": phases}
+            return {"metadata": [dict(metadata) for _ in batch], "audio_codes": [""] * len(batch),
+                    "phases": phases}  # fmt: skip
         cot_text = format_metadata_as_cot(metadata)
-        fsm = None
-        if use_constrained_decoding:
-            fsm = MetadataFSM(
-                self.tables,
-                phase="codes",
-                skip_caption=True,
-                skip_language=True,
-                target_duration=target_duration,
-            )
-        out = self.run_phase(
-            codes_prompt(caption, lyrics, cot_text),
-            codes_prompt(caption, lyrics, cot_text, negative=True, negative_prompt=negative_prompt),
-            sampling, fsm, self.max_new_tokens(target_duration, "codes"), generator, progress, interrupt,
-        )  # fmt: skip
-        phases["codes"] = out
-        result["audio_codes"] = parse_lm_output(out.text)[1]
-        result["cot_text"] = cot_text
-        return result
+        codes = []
+        for i, item_seed in enumerate(batch or [None]):
+            if item_seed is not None:  # official batch mode: torch.manual_seed(seeds[i]) before item i
+                generator.manual_seed(int(item_seed))
+            # a fresh decoder per item (the official processor's reset); the batch items' calls are the single
+            # mode's codes call (no user metadata, caption and language skipped: the CoT is in the prompt)
+            fsm = None
+            if use_constrained_decoding:
+                fsm = MetadataFSM(
+                    self.tables, phase="codes", skip_caption=True, skip_language=True,
+                    target_duration=target_duration,
+                )  # fmt: skip
+            out = self.run_phase(
+                codes_prompt(caption, lyrics, cot_text),
+                codes_prompt(caption, lyrics, cot_text, negative=True, negative_prompt=negative_prompt),
+                sampling, fsm, self.max_new_tokens(target_duration, "codes"), generator, progress, interrupt,
+            )  # fmt: skip
+            phases["codes" if batch is None else f"codes_{i}"] = out
+            codes.append(parse_lm_output(out.text)[1])
+        if batch is None:
+            return {"metadata": metadata, "audio_codes": codes[0], "phases": phases, "cot_text": cot_text}
+        return {"metadata": [dict(metadata) for _ in batch], "audio_codes": codes, "phases": phases,
+                "cot_text": cot_text}  # fmt: skip
 
 
 # --- The LM half of the official end-to-end inference.generate_music ------------------------------------------
@@ -997,7 +1018,7 @@ def plan_kwargs(params: dict, lm: dict) -> dict | None:
     }
 
 
-def apply_plan(params: dict, lm: dict, infer_type: str, metadata: dict, codes: str) -> dict:
+def apply_plan(params: dict, lm: dict, infer_type: str, metadata: dict, codes: str | list[str]) -> dict:
     """``params`` as the official ``inference.generate_music`` hands them to the DiT after the LM: the codes (for
     ``llm_dit``), the missing bpm / key / time signature / duration from the LM's metadata, the LM caption with
     ``use_cot_caption``. Official quirk kept: with ``use_cot_language`` it reads ``metadata["vocal_language"]``,
@@ -1034,27 +1055,67 @@ def apply_plan(params: dict, lm: dict, infer_type: str, metadata: dict, codes: s
     return p
 
 
+LM_BATCH_CHUNK_SIZE = 8  # official GenerationConfig.lm_batch_chunk_size: items per LM call
+
+
+def lm_seeds(params: dict, global_seed: int) -> tuple[list[int], random.Random]:
+    """Official ``inference.generate_music`` with batch > 1: its own ``dit_handler.prepare_seeds`` call, made before
+    the handler's, with the Python global RNG that ``global_seed`` stands for: (the items' seeds, which seed the
+    LM's codes phases, the RNG after it, from which the handler's ``prepare_seeds`` draws again: pass it to
+    ``pipeline.generate(rng=...)``). Official quirk: an item with a random seed (``use_random_seed``, -1, or the
+    items after a single seed) gets one seed in the LM and the next draw in the DiT."""
+    from .pipeline import DEFAULT_BATCH_SIZE, OFFICIAL_DEFAULTS, prepare_seeds
+
+    p = {**OFFICIAL_DEFAULTS, **params}
+    batch = p["batch_size"] if p["batch_size"] is not None else DEFAULT_BATCH_SIZE
+    rng = random.Random(int(global_seed))
+    return prepare_seeds(max(1, int(batch)), p["seed"], p["use_random_seed"], rng), rng
+
+
 def plan_generation(
     planner: Planner, params: dict, lm: dict, seed: int, progress: Progress | None = None,
-    interrupt: Interrupt | None = None,
+    interrupt: Interrupt | None = None, seeds: list[int] | None = None,
 ) -> tuple[dict, dict | None]:  # fmt: skip
-    """The LM half of the official ``inference.generate_music`` (batch 1): (the DiT's ``generate_music``
-    parameters, the plan ``{"infer_type", "metadata", "audio_codes", "cot_text", "time_costs"}`` or None where
-    no LM runs). ``seed`` seeds the LM's sampling: official batch-1 runs draw from torch's global RNG unseeded,
-    which ``global_seed`` stands for here (deliberate: a generator of its own, so the DiT's own global-RNG draws,
-    SDE renoising and VAE sampling, do not follow the LM's; with the turbo ODE on codes there are none)."""
+    """The LM half of the official ``inference.generate_music``: (the DiT's ``generate_music`` parameters, the plan
+    ``{"infer_type", "metadata", "audio_codes", "cot_text", "time_costs"}`` or None where no LM runs). ``seed``
+    seeds the LM's sampling: official runs draw from torch's global RNG unseeded, which ``global_seed`` stands for
+    here (deliberate: a generator of its own, so the DiT's own global-RNG draws, SDE renoising and VAE sampling,
+    do not follow the LM's; with the turbo ODE on codes there are none).
+
+    ``seeds`` (batch > 1: ``lm_seeds``): the official batch mode. The items go to the LM in chunks of
+    ``LM_BATCH_CHUNK_SIZE``, one ``generate_with_stop_condition(batch_size=len(chunk), seeds=chunk)`` each (see
+    ``Planner.plan``), all drawing from the one generator (the official global RNG, re-seeded per item); the DiT
+    gets every item's codes (a list) and the first chunk's metadata; the plan records ``seeds`` too. Official
+    quirks: each chunk writes its own metadata (and its items' codes follow it) but only the first chunk's reach
+    the DiT; a last chunk of one item runs in single mode, not re-seeded."""
     kwargs = plan_kwargs(params, lm)
     if kwargs is None:
         return dict(params), None
-    out = planner.plan(**kwargs, seed=seed, progress=progress, interrupt=interrupt)
-    metadata, codes = out["metadata"], out["audio_codes"]
-    plan = {
-        "infer_type": kwargs["infer_type"],
-        "metadata": metadata,
-        "audio_codes": codes,
-        "cot_text": out.get("cot_text", ""),
-        "time_costs": {f"{k}_time": v.seconds for k, v in out["phases"].items()},
-    }
+    if seeds is None or len(seeds) < 2:
+        out = planner.plan(**kwargs, seed=seed, progress=progress, interrupt=interrupt)
+        metadata, codes = out["metadata"], out["audio_codes"]
+        plan = {
+            "infer_type": kwargs["infer_type"],
+            "metadata": metadata,
+            "audio_codes": codes,
+            "cot_text": out.get("cot_text", ""),
+            "time_costs": {f"{k}_time": v.seconds for k, v in out["phases"].items()},
+        }
+        return apply_plan(params, lm, kwargs["infer_type"], metadata, codes), plan
+    generator = torch.Generator(planner.model.device).manual_seed(int(seed))
+    chunks = [seeds[i : i + LM_BATCH_CHUNK_SIZE] for i in range(0, len(seeds), LM_BATCH_CHUNK_SIZE)]
+    metadata, cot_text, codes, times = None, "", [], {}
+    for chunk in chunks:
+        out = planner.plan(**kwargs, seeds=chunk, generator=generator, progress=progress, interrupt=interrupt)
+        one = len(chunk) == 1  # single mode: a dict and a string
+        if metadata is None:
+            metadata, cot_text = (out["metadata"] if one else out["metadata"][0]), out.get("cot_text", "")
+        codes += [out["audio_codes"]] if one else out["audio_codes"]
+        for k, v in out["phases"].items():
+            key = f"{k.split('_')[0]}_time"  # cot, codes (per item: codes_0, codes_1, ...)
+            times[key] = times.get(key, 0.0) + v.seconds
+    plan = {"infer_type": kwargs["infer_type"], "metadata": metadata, "audio_codes": codes, "cot_text": cot_text,
+            "seeds": [int(s) for s in seeds], "time_costs": times}  # fmt: skip
     return apply_plan(params, lm, kwargs["infer_type"], metadata, codes), plan
 
 
@@ -1077,6 +1138,7 @@ __all__ = [
     "cot_prompt",
     "codes_prompt",
     "format_metadata_as_cot",
+    "lm_seeds",
     "load_planner",
     "parse_lm_output",
     "plan_generation",

@@ -8,12 +8,13 @@ v1 part into a 1.5 node. Latents are core's 1.5 LATENT: ``{"samples": [B, 64, T]
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import comfy.model_management as mm
 import torch
 from comfy_api.latest import io
 
-from ..common import ModelHandle, node_error
+from ..common import ModelHandle, OverCoreTensors, node_error
 
 DiT15 = io.Custom("ACESTEP15_DIT")
 Vae15 = io.Custom("ACESTEP15_VAE")
@@ -40,28 +41,11 @@ class DiT15Handle(ModelHandle):
 
 
 @dataclass
-class _OverCoreTensors:
-    """A handle over a core model's own tensors: ``model`` is our module built over whatever tensors core's module
-    holds right now (no copy), rebuilt when ComfyUI has swapped them (moved, patched). The view is not copied by
-    ``dataclasses.replace`` (e.g. a LoRA's patched clone builds its own)."""
-
-    _view: torch.nn.Module | None = field(default=None, init=False, repr=False)
-    _bound: tuple = field(default=(), init=False, repr=False)
-
-    def _over(self, module: torch.nn.Module, build) -> torch.nn.Module:
-        import comfy.ops
-
-        params = dict(module.named_parameters())
-        bound = tuple(id(p) for p in params.values())
-        if self._view is None or bound != self._bound:
-            self._view, self._bound = build(params, operations=comfy.ops.manual_cast), bound
-        return self._view
-
-
-@dataclass
-class CoreDiT15Handle(_OverCoreTensors, DiT15Handle):
+class CoreDiT15Handle(OverCoreTensors, DiT15Handle):
     """ComfyUI's own 1.5 DiT (a core MODEL from UNETLoader / Load Checkpoint) seen as ours, over the same tensors.
     ComfyUI's patcher moves and patches them (its LoRA loaders too)."""
+
+    patch_prefix: ClassVar[str] = "diffusion_model."
 
     @property
     def model(self) -> torch.nn.Module:
@@ -76,7 +60,7 @@ class Vae15Handle(ModelHandle):
 
 
 @dataclass
-class CoreVae15Handle(_OverCoreTensors, Vae15Handle):
+class CoreVae15Handle(OverCoreTensors, Vae15Handle):
     """ComfyUI's own 1.5 VAE (a core VAE from VAELoader / Load Checkpoint) seen as ours, over the same tensors."""
 
     @property
@@ -94,6 +78,18 @@ class TextEncoder15Handle(ModelHandle):
 
 
 @dataclass
+class CoreTextEncoder15Handle(OverCoreTensors, TextEncoder15Handle):
+    """The Qwen3-Embedding of ComfyUI's own 1.5 CLIP (DualCLIPLoader type ace, Load Checkpoint) seen as ours, over
+    the same tensors. Loading it loads core's whole CLIP (its LM too), as core's own encode does."""
+
+    @property
+    def model(self) -> torch.nn.Module:
+        from ...acestep_models.v15.checkpoint import text_encoder_over
+
+        return self._over(self.patcher.model.qwen3_06b.transformer, text_encoder_over)
+
+
+@dataclass
 class LM15Handle(ModelHandle):
     """The 5 Hz LM and its tokenizer; ``planner()`` builds the decoder tables once per device type."""
 
@@ -107,7 +103,23 @@ class LM15Handle(ModelHandle):
         key = model.device.type
         if key not in self._planners:
             self._planners[key] = Planner(model, self.tokenizer)
-        return self._planners[key]
+        planner = self._planners[key]
+        planner.model = model  # (a view over core's tensors is rebuilt when ComfyUI has moved them)
+        return planner
+
+
+@dataclass
+class CoreLM15Handle(OverCoreTensors, LM15Handle):
+    """The 5 Hz LM of ComfyUI's own 1.5 CLIP (``qwen3_2b`` = the 1.7B LM, or ``qwen3_4b``) seen as ours, over the
+    same tensors."""
+
+    member: str = "qwen3_2b"
+
+    @property
+    def model(self) -> torch.nn.Module:
+        from ...acestep_models.v15.checkpoint import lm_over
+
+        return self._over(getattr(self.patcher.model, self.member).transformer, lm_over)
 
 
 @dataclass

@@ -22,6 +22,8 @@ from .handles import (
     CATEGORY15,
     LM15,
     CoreDiT15Handle,
+    CoreLM15Handle,
+    CoreTextEncoder15Handle,
     CoreVae15Handle,
     DiT15,
     DiT15Handle,
@@ -416,11 +418,61 @@ class AceStep15VAEFromCore(io.ComfyNode):
         return io.NodeOutput(CoreVae15Handle(vae.patcher, "core VAE", dtype))
 
 
+class AceStep15FromCoreCLIP(io.ComfyNode):
+    TITLE = "ACE-Step 1.5 Text Encoder + LM from core CLIP"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepFaithful15FromCoreCLIP",
+            display_name=cls.TITLE,
+            category=CATEGORY15,
+            description="Core's ACE-Step 1.5 CLIP (DualCLIPLoader type ace with qwen_0.6b_ace15 + qwen_1.7b_ace15 "
+            "or qwen_4b_ace15, or Load Checkpoint) as the text encoder and 5 Hz LM of the ACE-Step 1.5 nodes, "
+            "sharing its weights (no second copy in memory); core's LoRA loaders on the CLIP apply.",
+            inputs=[io.Clip.Input("clip", tooltip="ACE-Step 1.5's CLIP from core's loaders.")],
+            outputs=[
+                _te_out(),
+                LM15.Output(display_name="lm", tooltip="The CLIP's 5 Hz LM, for ACE-Step 1.5 Plan."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, clip) -> io.NodeOutput:
+        from ...acestep_models.v15.checkpoint import find_lm_tokenizer, find_tokenizer
+
+        node = cls.TITLE
+        inner = getattr(clip, "cond_stage_model", None)
+        if inner is None or type(inner).__module__ != "comfy.text_encoders.ace15":
+            what = type(inner).__name__ if inner is not None else type(clip).__name__
+            raise node_error(
+                node, f"this CLIP holds {what}, not ComfyUI's ACE-Step 1.5 text encoders",
+                "Load qwen_0.6b_ace15 and qwen_1.7b_ace15 with core's DualCLIPLoader, type ace (or use ACE-Step 1.5 "
+                "Load Text Encoder and Load 5 Hz LM).", "clip", what,
+            )  # fmt: skip
+        member = getattr(inner, "lm_model", None)
+        parts = [inner.qwen3_06b] + ([getattr(inner, member)] if hasattr(inner, str(member)) else [])
+        weights = [p for part in parts for p in part.parameters()]
+        if any(p.dtype not in (torch.float32, torch.bfloat16, torch.float16) for p in weights):
+            raise node_error(
+                node, "this CLIP keeps its weights in float8",
+                "Use ACE-Step 1.5 Load Text Encoder and Load 5 Hz LM (weight_dtype fp8_*) instead.", "clip", "CLIP",
+            )  # fmt: skip
+        with explained(node, "clip", "CLIP", "Run inside ComfyUI (it ships the Qwen tokenizer files)."):
+            te = CoreTextEncoder15Handle(clip.patcher, "core CLIP", weights[0].dtype, find_tokenizer())
+            lm = None
+            if len(parts) == 2:
+                lm_dtype = next(parts[1].parameters()).dtype
+                lm = CoreLM15Handle(clip.patcher, "core CLIP", lm_dtype, find_lm_tokenizer(), member=member)
+        return io.NodeOutput(te, lm)
+
+
 NODES = [
     AceStep15CheckpointLoader,
     AceStep15DiTLoader,
     AceStep15DiTFromModel,
     AceStep15VAEFromCore,
+    AceStep15FromCoreCLIP,
     AceStep15VAELoader,
     AceStep15TextEncoderLoader,
     AceStep15LMLoader,

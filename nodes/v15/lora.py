@@ -15,7 +15,7 @@ from comfy_api.latest import io
 
 from ..common import checks_numbers, explained
 from ..lora import comfy_patches, lora_choices, lora_path, strength_input
-from .handles import CATEGORY15, CoreDiT15Handle, DiT15
+from .handles import CATEGORY15, DiT15
 
 FIX = "Use an ACE-Step 1.5 DiT LoRA (the official trainer's adapter/ folder file, or a ComfyUI .safetensors)."
 
@@ -61,9 +61,7 @@ class AceStep15LoraLoader(io.ComfyNode):
         path = lora_path(cls.TITLE, lora_name)
         with explained(cls.TITLE, "lora_name", lora_name, FIX):
             lora = load_lora(path)
-        # core's MODEL patcher holds its DiT under diffusion_model (same module names as ours)
-        prefix = "diffusion_model." if isinstance(dit, CoreDiT15Handle) else ""
-        patches = comfy_patches(cls.TITLE, lora, dit.model, FIX, lora_name, prefix, lokr_patches)
+        patches = comfy_patches(cls.TITLE, lora, dit.model, FIX, lora_name, dit.patch_prefix, lokr_patches)
         patched = dit.patcher.clone()
         patched.add_patches(patches, strength_patch=strength)
         source = f"{dit.source} + LoRA {lora_name} at {strength:g}"

@@ -495,6 +495,119 @@ def test_lora_patches_equal_the_engines_merge(tmp_path):
     assert result["stacked_vs_1"] <= 1e-6  # 0.7 then 0.3 = 1.0, to rounding
 
 
+def test_cores_model_drives_our_sampler_on_the_same_tensors(tmp_path):
+    """Core's ACE-Step MODEL (what Load Checkpoint gives for ace_step_v1_3.5b.safetensors) through ACE-Step DiT from
+    MODEL: our DiT over core's own tensors (no copy), sampling what our loader's DiT from the same weights samples,
+    with core's LoRA patching (our Load LoRA) on either."""
+    golden = ROOT / "tests" / "golden"
+    result = in_comfyui(
+        tmp_path,
+        f"""
+        import functools, comfy.ldm.ace.model, comfy.model_patcher, comfy.supported_models
+        from acestep_pack.acestep_models.common.weights import read_json, read_safetensors
+        from acestep_pack.nodes import conditioning, latents, loaders, lora, sampling
+        folder_paths.add_model_folder_path("acestep", {str(golden)!r})
+        folder_paths.add_model_folder_path("loras", {str(golden / "lora")!r})
+
+        # core's own ACE-Step DiT at the tiny checkpoint's sizes (its lyric encoder's are fixed: given here)
+        config = read_json({str(golden / "tiny" / "ace_step_transformer" / "config.json")!r})
+        comfy.ldm.ace.model.LyricEncoder = functools.partial(
+            comfy.ldm.ace.model.LyricEncoder, output_size=config["lyric_hidden_size"],
+            attention_heads=config["lyric_encoder_attention_heads"], linear_units=config["lyric_encoder_linear_units"])
+        unet = {{k: v for k, v in config.items() if not k.startswith(("_", "lyric_encoder_"))}}
+        unet.update(audio_model="ace", lyric_encoder_vocab_size=config["lyric_encoder_vocab_size"])
+        model_config = comfy.supported_models.ACEStep(unet)
+        model_config.set_inference_dtype(torch.float32, None)
+        core = model_config.get_model({{}})
+        sd, _ = read_safetensors({str(golden / "tiny" / "ace_step_transformer" / "diffusion_pytorch_model.safetensors")!r})
+        core.diffusion_model.load_state_dict(sd)
+        cpu = torch.device("cpu")
+        patcher = comfy.model_patcher.ModelPatcher(core, load_device=cpu, offload_device=cpu)
+
+        adapted = loaders.AceStepDiTFromModel.execute(patcher).args[0]
+        loaded, _, text_encoder, lyric_tokenizer = loaders.AceStepCheckpointLoader.execute("tiny", "fp32").args
+        core_tensors = {{id(p) for p in core.diffusion_model.parameters()}}
+        shared = all(id(p) in core_tensors for p in adapted.model.parameters())
+
+        cond = conditioning.AceStepEncodePrompt.execute(text_encoder, lyric_tokenizer, "lofi piano", "[verse]\\nla la").args[0]
+        latent = {{"samples": torch.zeros(1, 8, 16, 40)}}
+
+        def song(dit):
+            return sampling.AceStepSampler.execute(dit, cond, latent, 7, 4, "euler", "apg", 15.0, 10.0, 0.0, 0, 0.5
+                                                   ).args[0]["samples"]
+        a, b = song(adapted), song(loaded)
+        name = "tiny_lora/pytorch_lora_weights.safetensors"
+        la = song(lora.AceStepLoraLoader.execute(adapted, name, 0.7).args[0])
+        lb = song(lora.AceStepLoraLoader.execute(loaded, name, 0.7).args[0])
+        try:  # a MODEL of another model
+            loaders.AceStepDiTFromModel.execute(object())
+        except Exception as e:
+            wrong = str(e)
+        rel = lambda x, y: float((x - y).norm() / y.norm())
+        print(json.dumps({{"shared": shared, "equal": bool(torch.equal(a, b)), "rel": rel(a, b),
+                          "finite": bool(torch.isfinite(a).all()), "lora_rel": rel(la, lb), "lora_moves": rel(la, a),
+                          "wrong": wrong}}))
+    """,
+    )
+    assert result["shared"] and result["finite"] and result["equal"], result
+    assert result["lora_rel"] < 1e-5 and result["lora_moves"] > 1e-3, result
+    assert "DiT from MODEL" in result["wrong"] and "Load Checkpoint" in result["wrong"], result
+
+
+def test_cores_vae_encodes_and_decodes_for_our_nodes_on_the_same_tensors(tmp_path):
+    """Core's ACE-Step VAE (what Load Checkpoint gives for ace_step_v1_3.5b.safetensors) through ACE-Step VAE from
+    core VAE: our music DCAE + vocoder over core's own tensors (no copy), encoding and decoding what our loader's VAE
+    from the same weights does."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny_checkpoints import write_all_in_one
+
+    (tmp_path / "vae").mkdir()
+    checkpoint = write_all_in_one(
+        tmp_path / "vae" / "ace_step_v1_3.5b.safetensors", parts=("dcae", "vocoder")
+    )
+    golden = ROOT / "tests" / "golden" / "tiny"
+    result = in_comfyui(
+        tmp_path,
+        f"""
+        import comfy.sd, comfy.ldm.ace.vae.music_dcae_pipeline as pipeline
+        from safetensors.torch import load_file
+        from acestep_pack.acestep_models.common.weights import read_json
+        from acestep_pack.nodes import latents, loaders
+        folder_paths.add_model_folder_path("vae", {str(tmp_path / "vae")!r})
+
+        # core's own ACE-Step VAE at the tiny checkpoint's sizes (core builds the released ones): from its file
+        strip = lambda c: {{k: v for k, v in c.items() if not k.startswith("_")}}
+        pipeline.MusicDCAE.__init__.__defaults__ = (None,  # (its config defaults: the released sizes)
+            strip(read_json({str(golden / "music_dcae_f8c8" / "config.json")!r})),
+            strip(read_json({str(golden / "music_vocoder" / "config.json")!r})))
+        sd = {{k[len("vae."):]: v for k, v in load_file({str(checkpoint)!r}).items() if k.startswith("vae.")}}
+        core = comfy.sd.VAE(sd=sd)
+
+        adapted = loaders.AceStepVAEFromCore.execute(core).args[0]
+        loaded = loaders.AceStepVAELoader.execute("ace_step_v1_3.5b.safetensors", dtype="fp32").args[0]
+        shared = {{id(t) for t in [*core.first_stage_model.parameters(), *core.first_stage_model.buffers()]}}
+        all_shared = all(id(t) in shared for t in [*adapted.model.parameters(), *adapted.model.buffers()])
+
+        g = torch.Generator().manual_seed(0)
+        audio = {{"waveform": 0.3 * torch.randn(1, 2, 48000, generator=g), "sample_rate": 48000}}
+        la, lb = (latents.AceStepEncodeAudio.execute(audio, v).args[0]["samples"] for v in (adapted, loaded))
+        da, db = (latents.AceStepDecodeLatent.execute({{"samples": lb}}, v).args[0]["waveform"] for v in (adapted, loaded))
+        try:  # a VAE of another model
+            loaders.AceStepVAEFromCore.execute(object())
+        except Exception as e:
+            wrong = str(e)
+        print(json.dumps({{"shared": all_shared, "encode_equal": bool(torch.equal(la, lb)),
+                          "decode_equal": bool(torch.equal(da, db)), "shape": list(da.shape),
+                          "loud": float(da.abs().max()), "wrong": wrong}}))
+    """,
+    )
+    assert result["shared"] and result["encode_equal"] and result["decode_equal"], result
+    assert result["shape"][:2] == [1, 2] and result["loud"] > 0, result
+    assert "VAE from core VAE" in result["wrong"] and "Load Checkpoint" in result["wrong"], result
+
+
 def test_comfy_noise_is_comfyuis_prepare_noise(tmp_path):
     result = in_comfyui(
         tmp_path,

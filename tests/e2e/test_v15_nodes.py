@@ -350,6 +350,98 @@ def test_cores_15_model_drives_our_sampler_on_the_same_tensors(tmp_path):
     assert result["rel"] < 1e-5 and result["lora_rel"] < 1e-5 and result["lora_moves"] > 1e-3, result
 
 
+def test_cores_15_clip_gives_our_text_encoder_and_lm_on_the_same_tensors(tmp_path):
+    """Core's 1.5 CLIP (what DualCLIPLoader type ace gives for qwen_0.6b_ace15 + qwen_1.7b_ace15) through ACE-Step 1.5
+    Text Encoder + LM from core CLIP: our Qwen3-Embedding and 5 Hz LM over core's own tensors (no copy). The song
+    equals the one from our loader's text encoder on the same weights, and the LM writes the official plan token
+    for token (the LM goldens' tiny LM, held by core)."""
+    from conftest import comfyui_root
+    from e2e.test_sampling_nodes import in_comfyui
+
+    if not (comfyui_root() / "comfy" / "text_encoders" / "ace15.py").is_file():
+        pytest.skip("this ComfyUI (0.3.76) has no ACE-Step 1.5 text encoder of its own to adapt")
+    golden = ROOT / "tests" / "golden" / "v15"
+    pipeline, lm = golden / "pipeline" / "tiny", golden / "lm"
+    result = in_comfyui(
+        tmp_path,
+        f"""
+        import os, comfy.sd, comfy.supported_models_base, comfy.text_encoders.ace15 as ace15
+        import comfy.text_encoders.llama as llama
+        from safetensors.torch import load_file, save_file
+        from acestep_pack.nodes.v15 import loaders, prompts, sampling
+
+        # core's 1.5 CLIP classes at tiny sizes (core's configs fix the released ones; head_dim is not a field)
+        def tiny(core, base, **sizes):
+            class Config(base):
+                head_dim = sizes.pop("head_dim")
+            class Tiny(core):
+                def __init__(self, config_dict, dtype, device, operations):  # (core's __init__, tiny config)
+                    torch.nn.Module.__init__(self)
+                    config = Config(**{{**config_dict, **sizes}})
+                    self.num_layers = config.num_hidden_layers
+                    self.model = llama.Llama2_(config, device=device, dtype=dtype, ops=operations)
+                    self.dtype = dtype
+            return Tiny
+        llama.Qwen3_06B_ACE15 = tiny(llama.Qwen3_06B_ACE15, llama.Qwen3_06B_ACE15_Config, hidden_size=32,
+            intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+        llama.Qwen3_2B_ACE15_lm = tiny(llama.Qwen3_2B_ACE15_lm, llama.Qwen3_2B_ACE15_lm_Config, hidden_size=16,
+            intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=8)
+
+        # the text encoder as ComfyUI's qwen_0.6b_ace15 file (its vocabulary: core's tokenizer), seeded weights
+        g = torch.Generator().manual_seed(0)
+        shapes = llama.Qwen3_06B_ACE15({{}}, torch.float32, "meta", comfy.ops.manual_cast).state_dict()
+        te_sd = {{k: (1 + 0.1 * torch.randn(v.shape, generator=g)) if "norm" in k else 0.3 * torch.randn(v.shape, generator=g)
+                 for k, v in shapes.items()}}
+        os.makedirs({str(tmp_path / "text_encoders")!r})
+        te_file = {str(tmp_path / "text_encoders" / "qwen_0.6b_ace15.safetensors")!r}
+        save_file(te_sd, te_file)
+        lm_sd = {{k: v.float() for k, v in load_file({str(lm / "tiny-lm" / "model.safetensors")!r}).items()}}
+
+        target = comfy.supported_models_base.ClipTarget(ace15.ACE15Tokenizer, ace15.te(lm_model="qwen3_2b"))
+        clip = comfy.sd.CLIP(target, model_options={{"dtype": torch.float32}})
+        clip.cond_stage_model.qwen3_06b.load_sd(te_sd)
+        clip.cond_stage_model.qwen3_2b.load_sd(lm_sd)
+
+        te, planner_lm = loaders.AceStep15FromCoreCLIP.execute(clip).args
+        try:  # a CLIP of another model
+            loaders.AceStep15FromCoreCLIP.execute(comfy.sd.CLIP(no_init=True))
+        except Exception as e:
+            wrong = str(e)
+        core_tensors = {{id(p) for p in clip.cond_stage_model.parameters()}}
+        shared = all(id(p) in core_tensors for m in (te.model, planner_lm.model) for p in m.parameters())
+
+        # the song through Encode Prompt and the Sampler: core's text encoder, and our loader's from the same file
+        folder_paths.add_model_folder_path("acestep", {str(pipeline)!r})
+        folder_paths.add_model_folder_path("text_encoders", {str(tmp_path / "text_encoders")!r})
+        dit = loaders.AceStep15DiTLoader.execute("acestep-v15-turbo", "auto", "fp32").args[0]
+        loaded = loaders.AceStep15TextEncoderLoader.execute("qwen_0.6b_ace15.safetensors", "fp32").args[0]
+        latent = {{"samples": torch.zeros(1, dit.latent_dim, 50), "type": "audio"}}
+
+        def song(text_encoder):
+            prompt = prompts.AceStep15Encode.execute(text_encoder, "lofi piano", "[verse]\\nla la", "en", 90,
+                                                     "A minor", "auto").args[0]
+            return sampling.AceStep15Sampler.execute(dit, prompt, latent, 3, 8, 3.0, 1.0, "ode", "text2music",
+                                                     global_seed=5).args[0]["samples"]
+        a, b = song(te), song(loaded)
+
+        # the plan: core's LM through ACE-Step 1.5 Plan equals our loader's LM; its planner writes the official plan
+        # token for token (the LM goldens)
+        folder_paths.add_model_folder_path("acestep", {str(lm)!r})
+        def plan(handle):
+            return prompts.AceStep15Planner.execute(handle, "jazz trio", "", 0, "auto", "auto", 10.0, 11).args[1:]
+        same_plan = plan(planner_lm) == plan(loaders.AceStep15LMLoader.execute("tiny-lm", "fp32").args[0])
+        case = json.load(open({str(lm / "cases.json")!r}))["cases"]["auto_metas_cfg"]
+        planned = planner_lm.planner().plan(seed=case["seed"], **case["kwargs"])
+        print(json.dumps({{"shared": shared, "equal": bool(torch.equal(a, b)), "rel": float((a - b).norm() / b.norm()),
+                          "same_plan": same_plan, "codes": planned["audio_codes"] == case["audio_codes"],
+                          "metadata": planned["metadata"] == case["metadata"], "wrong": wrong}}))
+        """,
+    )
+    assert result["shared"] and result["same_plan"] and result["codes"] and result["metadata"], result
+    assert result["equal"], result
+    assert "LM from core CLIP" in result["wrong"] and "DualCLIPLoader" in result["wrong"], result
+
+
 def test_cores_15_vae_decodes_for_our_nodes_on_the_same_tensors(tmp_path):
     """Core's 1.5 VAE (what Load VAE gives for ace_1.5_vae.safetensors) through ACE-Step 1.5 VAE from core VAE: our
     VAE over core's own tensors (no copy), decoding what our loader's VAE from the same file decodes, and what

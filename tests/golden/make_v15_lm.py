@@ -17,7 +17,10 @@ The tiny LM: ``Qwen3ForCausalLM`` with the full 217,204-token vocabulary and hid
 parameter redrawn (seeded) and rounded to float16, saved in float16 to tests/golden/v15/lm/tiny-lm/ (config.json +
 model.safetensors, ~7 MB: the embedding is 217,204 x 16 halves). The official handler loads it in float32, as ours.
 
-Writes tests/golden/v15/lm/{logits.safetensors, logits.json, cases.json}; README.md beside them says what each holds.
+Writes tests/golden/v15/lm/{logits.safetensors, logits.json, cases.json, generate_music.safetensors}; README.md
+beside them says what each holds. With ``--generate-music`` only the official end-to-end cases (``inference.
+generate_music`` with this LM and the tiny DiT root of make_v15_pipeline.py, batch mode) are made again: they go
+into cases.json's ``generate_music`` entry (the rest of the file is kept as it is) and generate_music.safetensors.
 """
 
 from __future__ import annotations
@@ -115,6 +118,26 @@ CASES = {
         seed=17, caption="folk guitar", lyrics=LYRICS, infer_type="dit", temperature=0.85, cfg_scale=2.0,
         top_p=0.9, use_cot_caption=False,
     ),
+}  # fmt: skip
+
+
+# The official end-to-end inference.generate_music(dit_handler, llm_handler, GenerationParams(**params),
+# GenerationConfig(**config)) after random.seed(global_seed); torch.manual_seed(global_seed), in batch mode.
+E2E_PARAMS = dict(
+    caption="pop, upbeat, female vocals, synth", lyrics=LYRICS, vocal_language="en", duration=10.0,
+    use_cot_caption=False, use_cot_language=True,
+)  # fmt: skip
+GENERATE_MUSIC = {
+    # one seed per item: the LM's codes phase of item i after torch.manual_seed(seeds[i])
+    "batch_seeds": dict(global_seed=21, params=E2E_PARAMS, config=dict(batch_size=2, use_random_seed=False,
+                        seeds=[7, 8])),
+    # a single seed: item 1 gets a python-random seed, drawn once for the LM and again for the DiT
+    "batch_single_seed": dict(global_seed=22, params=E2E_PARAMS, config=dict(batch_size=2, use_random_seed=False,
+                              seeds=[7])),
+    # 9 items: LM chunks of 8 + 1 (lm_batch_chunk_size 8), each writing its own metadata; the last one in single
+    # mode (not re-seeded); 3 s (15 codes each) to keep it small
+    "batch_chunks": dict(global_seed=23, params=dict(E2E_PARAMS, duration=3.0), config=dict(batch_size=9,
+                         use_random_seed=False, seeds=list(range(1, 10)))),
 }  # fmt: skip
 
 
@@ -242,8 +265,86 @@ class Recorder:
         handler._generate_with_constrained_decoding = _generate_with_constrained_decoding
 
 
-def main() -> None:
+def generate_music_goldens(handler, rec: Recorder) -> tuple[dict, dict]:
+    """The GENERATE_MUSIC cases through the official ``inference.generate_music`` with ``handler`` (the tiny LM)
+    and the turbo handler of make_v15_pipeline.py on its tiny root: (cases, tensors)."""
+    import random
+
+    from acestep.inference import GenerationConfig, GenerationParams, generate_music
+    from make_v15_pipeline import AUDIO_STRIDE, TINY, make_handler
+
+    dit = make_handler("turbo")
+    calls = []
+    lm_call = handler.generate_with_stop_condition
+
+    def spy(**kw):
+        calls.append({"batch_size": kw.get("batch_size"), "seeds": kw.get("seeds")})
+        return lm_call(**kw)
+
+    handler.generate_with_stop_condition = spy
+    cases, tensors = {}, {}
+    try:
+        for name, case in GENERATE_MUSIC.items():
+            calls.clear()
+            rec.phases = []
+            random.seed(case["global_seed"])
+            torch.manual_seed(case["global_seed"])
+            result = generate_music(
+                dit,
+                handler,
+                GenerationParams(**case["params"]),
+                GenerationConfig(**case["config"]),
+                save_dir=None,
+            )
+            assert result.success, result.error
+            extra = result.extra_outputs
+            audio = torch.stack([a["tensor"] for a in result.audios])
+            tensors[f"{name}.audio"] = audio[..., ::AUDIO_STRIDE].contiguous()
+            tensors[f"{name}.latents"] = extra["pred_latents"].float().contiguous()
+            cases[name] = {
+                **case,
+                "dit": str(TINY.relative_to(HERE.parent.parent) / "acestep-v15-turbo"),
+                "lm_calls": list(calls),
+                "lm_metadata": extra["lm_metadata"],
+                "audio_codes": [a["params"]["audio_codes"] for a in result.audios],
+                "dit_seeds": extra["seed_value"],
+                "phases": [
+                    {k: ph[k] for k in ("phase", "generated_ids", "output_text") if k in ph}
+                    for ph in rec.phases
+                ],
+                "samples": audio.shape[-1],
+                "audio_stride": AUDIO_STRIDE,
+            }
+            print(name, calls, extra["seed_value"], [len(p.get("generated_ids", [])) for p in rec.phases])
+    finally:
+        handler.generate_with_stop_condition = lm_call
+    return cases, tensors
+
+
+def official_lm(root: Path):
+    """The official ``LLMHandler`` (pt backend, CPU, float32) on ``root/tiny-lm``."""
     from acestep.llm_inference import LLMHandler
+
+    handler = LLMHandler()
+    status, ok = handler.initialize(str(root), "tiny-lm", backend="pt", device="cpu", dtype=torch.float32)
+    assert ok, status
+    return handler
+
+
+def main() -> None:
+    if "--generate-music" in sys.argv:  # only the end-to-end cases, into the committed cases.json
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copytree(TINY_DIR, Path(tmp) / "tiny-lm")
+            lm_tokenizer(Path(tmp) / "tiny-lm")
+            handler = official_lm(Path(tmp))
+            e2e, tensors = generate_music_goldens(handler, Recorder(handler))
+        doc = json.loads((OUT_DIR / "cases.json").read_text(encoding="utf-8"))
+        doc["generate_music"] = e2e
+        (OUT_DIR / "cases.json").write_text(
+            json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        save_file(tensors, str(OUT_DIR / "generate_music.safetensors"))
+        return
 
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     model = save_tiny_lm()
@@ -260,9 +361,7 @@ def main() -> None:
         if "--logits-only" in sys.argv:
             return
 
-        handler = LLMHandler()
-        status, ok = handler.initialize(str(root), "tiny-lm", backend="pt", device="cpu", dtype=torch.float32)
-        assert ok, status
+        handler = official_lm(root)
         max_duration = handler.constrained_processor.max_duration
         rec = Recorder(handler)
         cases = {}
@@ -284,7 +383,11 @@ def main() -> None:
                 "audio_codes": result["audio_codes"],
             }
             print(name, [len(p.get("generated_ids", [])) for p in rec.phases], result["metadata"], flush=True)
+        e2e, tensors = generate_music_goldens(handler, rec) if not only else ({}, None)
     doc = {"max_duration": max_duration, "cases": cases}
+    if e2e:
+        doc["generate_music"] = e2e
+        save_file(tensors, str(OUT_DIR / "generate_music.safetensors"))
     (OUT_DIR / "cases.json").write_text(
         json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import soundfile
 import torch
+from safetensors.torch import load_file
 
 from acestep_models.__main__ import main
 from acestep_models.v15 import planner as P
@@ -19,7 +20,8 @@ from acestep_models.v15 import planner as P
 TESTS = Path(__file__).resolve().parents[2]
 DIT = TESTS / "golden" / "v15" / "pipeline" / "tiny" / "acestep-v15-turbo"
 LM_GOLDEN = TESTS / "golden" / "v15" / "lm"
-CASE = json.loads((LM_GOLDEN / "cases.json").read_text(encoding="utf-8"))["cases"]["auto_metas_cfg"]
+GOLDEN = json.loads((LM_GOLDEN / "cases.json").read_text(encoding="utf-8"))
+CASE = GOLDEN["cases"]["auto_metas_cfg"]
 
 
 @pytest.fixture(autouse=True)
@@ -95,6 +97,55 @@ def test_generate_with_lm_plans_renders_and_replays(tmp_path, qwen_bpe, capsys):
     assert json.loads((tmp_path / "again_input_params.json").read_text(encoding="utf-8"))["lm_plan"] == plan
 
 
+def batch_params(case: dict) -> dict:
+    """The generate parameters of an official inference.generate_music golden: GenerationParams under the
+    handler's names, GenerationConfig's seeds as the string generate_music hands the handler."""
+    p, c = case["params"], case["config"]
+    return {
+        "captions": p["caption"], "lyrics": p["lyrics"], "vocal_language": p["vocal_language"],
+        "audio_duration": p["duration"], "use_cot_caption": p["use_cot_caption"],
+        "use_cot_language": p["use_cot_language"], "batch_size": c["batch_size"],
+        "seed": ",".join(str(s) for s in c["seeds"]), "use_random_seed": c["use_random_seed"],
+        "global_seed": case["global_seed"],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["batch_seeds", "batch_single_seed", "batch_chunks"])
+def test_generate_with_lm_batch_equals_official_generate_music(tmp_path, qwen_bpe, name):
+    case = GOLDEN["generate_music"][name]
+    golden = load_file(str(LM_GOLDEN / "generate_music.safetensors"))
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps(batch_params(case)))
+    lm = ["--lm", str(LM_GOLDEN / "tiny-lm"), "--lm-tokenizer", str(qwen_bpe)]
+    out = tmp_path / "song.wav"
+    assert main(["generate", "--checkpoint", str(DIT), *lm, "--params", str(params), "--out", str(out)]) == 0
+    items = range(case["config"]["batch_size"])
+    records = [
+        json.loads((tmp_path / f"song_{i}_input_params.json").read_text(encoding="utf-8")) for i in items
+    ]
+    plan = records[0]["lm_plan"]
+    # the official batch plan, token for token: the metadata phase once per chunk of 8 items, then each item's
+    # codes after its own seed (batch_chunks: the 9th item alone, in single mode, after its chunk's own metadata)
+    assert plan["seeds"] == [s for call in case["lm_calls"] for s in call["seeds"]]
+    assert plan["metadata"] == case["lm_metadata"] and plan["audio_codes"] == case["audio_codes"]
+    assert all(r["audio_code_string"] == case["audio_codes"] for r in records)
+    assert records[0]["bpm"] == case["lm_metadata"]["bpm"]  # the first chunk's metadata
+    # the DiT's seeds: for batch_single_seed item 1's is the next python-random draw, not the LM's (official)
+    assert records[0]["actual_seeds"] == case["dit_seeds"]
+    stride = case["audio_stride"]
+    for i in items:
+        audio = read(tmp_path / f"song_{i}.wav")
+        assert audio.shape == (2, case["samples"])
+        ref = golden[f"{name}.audio"][i]
+        assert float((audio[:, ::stride] - ref).norm() / ref.norm()) < 1e-4
+
+    # a record replays the batch without the LM, bit for bit
+    replay = ["generate", "--checkpoint", str(DIT), "--params", str(tmp_path / "song_1_input_params.json")]
+    assert main([*replay, "--out", str(tmp_path / "again.wav")]) == 0
+    for i in items:
+        assert torch.equal(read(tmp_path / f"again_{i}.wav"), read(tmp_path / f"song_{i}.wav"))
+
+
 def test_user_codes_and_cover_skip_the_lm_codes():
     lm = dict(__import__("acestep_models.v15.params", fromlist=["LM_DEFAULTS"]).LM_DEFAULTS)
     assert P.plan_kwargs({"task_type": "cover"}, lm) is None
@@ -125,7 +176,6 @@ def test_user_codes_and_cover_skip_the_lm_codes():
 @pytest.mark.parametrize(
     "extra, argv, message",
     [
-        ({"batch_size": 2}, ["--lm", str(LM_GOLDEN / "tiny-lm")], "batch_size 2"),
         ({}, ["--lm", "/no/such/lm"], "no such folder"),
         ({"lm_temperature": "hot"}, ["--lm", str(LM_GOLDEN / "tiny-lm")], "lm_temperature"),
         ({}, ["--lm-tokenizer", "x"], "only with --lm"),
