@@ -76,8 +76,10 @@ const V15_IDS = [
     '15Sampler',
     '15Decode',
 ].map((name) => NODE_PREFIX + name);
-// v1 nodes added after the id rename (no old id)
-const AFTER_RENAME_IDS = ['DiTFromModel', 'VAEFromCore'].map((name) => NODE_PREFIX + name);
+// v1 nodes added after the id rename (no old id): core's models as ours, ours to core
+const AFTER_RENAME_IDS = ['DiTFromModel', 'VAEFromCore', 'TextEncoderFromCore', 'ConditioningToCore'].map(
+    (name) => NODE_PREFIX + name,
+);
 export const NODE_IDS = new Set([...V1_IDS, ...AFTER_RENAME_IDS, ...V15_IDS]);
 
 // The v1 nodes' ids before 0.1 (AceStepLoadAudio, ...), which another pack uses too: old id -> our id. (The 1.5

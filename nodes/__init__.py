@@ -8,5 +8,5 @@ NODES += [*lora.NODES, *conditioning.NODES, *sampling.NODES]
 NODES += custom_sampling.NODES
 NODES += visualize.NODES
 V1_NODES = list(NODES)  # (the ids that had an older, unprefixed name: nodes/legacy.py)
-NODES += loaders.AFTER_RENAME
+NODES += loaders.AFTER_RENAME + conditioning.AFTER_RENAME
 NODES += v15.NODES

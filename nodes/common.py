@@ -434,6 +434,18 @@ class AceStepTextEncoder(ModelHandle):
 
 
 @dataclass
+class CoreAceStepTextEncoder(OverCoreTensors, AceStepTextEncoder):
+    """The UMT5 of ComfyUI's own ACE-Step CLIP (Load Checkpoint on ace_step_v1_3.5b.safetensors, Load CLIP type ace)
+    seen as ours, over the same tensors."""
+
+    @property
+    def model(self) -> torch.nn.Module:
+        from ..acestep_models.v1.checkpoint import text_encoder_over
+
+        return self._over(self.patcher.model.umt5base.transformer, text_encoder_over)
+
+
+@dataclass
 class SpeakerEmbedding:
     """The DiT's speaker input. ``embedding`` None means zeros, as the official release always feeds."""
 

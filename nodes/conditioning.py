@@ -22,6 +22,7 @@ from .common import (
     SpeakerEmbedding,
     TextEncoder,
     advanced,
+    checks_numbers,
     explained,
     node_error,
 )
@@ -212,4 +213,43 @@ class AceStepEncodePrompt(io.ComfyNode):
         )
 
 
+class AceStepConditioningToCore(io.ComfyNode):
+    TITLE = "ACE-Step Conditioning to core"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepFaithfulConditioningToCore",
+            display_name=cls.TITLE,
+            category=CATEGORY,
+            description="Our Encode Prompt & Lyrics as core's CONDITIONING (what core's Text Encode Ace Step Audio "
+            "gives), for core's KSampler and conditioning nodes on an ACE-Step (v1) MODEL.",
+            inputs=[
+                AceStepConditioning.Input("conditioning", tooltip="From ACE-Step Encode Prompt & Lyrics."),
+                io.Float.Input("lyrics_strength", default=1.0, min=0.0, max=10.0, step=0.01,
+                               tooltip="Core's lyrics_strength: scales the lyric encoder's output (1: as trained)."),
+            ],
+            outputs=[io.Conditioning.Output(tooltip="Core's CONDITIONING: the UMT5 states and the lyric tokens.")],
+        )  # fmt: skip
+
+    @classmethod
+    @checks_numbers
+    def execute(cls, conditioning, lyrics_strength: float = 1.0) -> io.NodeOutput:
+        from ..acestep_models.v1.conditioning import Conditioning
+
+        if not isinstance(conditioning, Conditioning):
+            raise node_error(
+                cls.TITLE, "this is not ACE-Step conditioning", "Connect ACE-Step Encode Prompt & Lyrics.",
+                "conditioning", type(conditioning),
+            )  # fmt: skip
+        # core's speaker input is the official zeros; ERG's "null" prompt has no place in core's CONDITIONING
+        extra = {
+            "pooled_output": None,
+            "conditioning_lyrics": conditioning.lyric_ids,
+            "lyrics_strength": lyrics_strength,
+        }
+        return io.NodeOutput([[conditioning.text, extra]])
+
+
 NODES = [AceStepEncodePrompt]
+AFTER_RENAME = [AceStepConditioningToCore]  # (no old id: nodes/legacy.py)

@@ -21,6 +21,7 @@ from .common import (
     AceStepTextEncoder,
     AceStepVAE,
     CoreAceStepDiT,
+    CoreAceStepTextEncoder,
     CoreAceStepVAE,
     DiT,
     LyricTokenizer,
@@ -495,6 +496,45 @@ class AceStepVAEFromCore(io.ComfyNode):
         return io.NodeOutput(CoreAceStepVAE(vae.patcher, "core VAE", next(inner.parameters()).dtype))
 
 
+class AceStepTextEncoderFromCore(io.ComfyNode):
+    TITLE = "ACE-Step Text Encoder from core CLIP"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepFaithfulTextEncoderFromCore",
+            display_name=cls.TITLE,
+            category=CATEGORY,
+            description="Core's ACE-Step CLIP (Load Checkpoint on ace_step_v1_3.5b.safetensors, or Load CLIP type "
+            "ace) as the UMT5 text encoder of the ACE-Step nodes, sharing its weights (no second copy in memory), "
+            "with the lyric tokenizer ComfyUI ships.",
+            inputs=[io.Clip.Input("clip", tooltip="ACE-Step's (v1) CLIP from core's loaders.")],
+            outputs=[
+                TextEncoder.Output(display_name="text_encoder", tooltip="UMT5 and its tokenizer, over the CLIP's weights."),
+                LyricTokenizer.Output(display_name="lyric_tokenizer", tooltip="The lyric tokenizer (ComfyUI's vocabulary)."),
+            ],
+        )  # fmt: skip
+
+    @classmethod
+    def execute(cls, clip) -> io.NodeOutput:
+        from ..acestep_models.v1.text_encoder import UMT5Tokenizer
+
+        node = cls.TITLE
+        inner = getattr(clip, "cond_stage_model", None)
+        if inner is None or type(inner).__name__ != "AceT5Model":
+            what = type(inner).__name__ if inner is not None else type(clip).__name__
+            raise node_error(
+                node, f"this CLIP holds {what}, not ComfyUI's ACE-Step (v1) UMT5",
+                "Load ace_step_v1_3.5b.safetensors with core's Load Checkpoint (for ACE-Step 1.5: ACE-Step 1.5 Text "
+                "Encoder + LM from core CLIP).", "clip", what,
+            )  # fmt: skip
+        dtype = next(inner.parameters()).dtype
+        with explained(node, "clip", "CLIP", "Load the CLIP with core's Load Checkpoint."):
+            tokenizer = UMT5Tokenizer.from_sentencepiece(clip.tokenizer.umt5base.tokenizer.serialize_model())
+        text_encoder = CoreAceStepTextEncoder(clip.patcher, "core CLIP", dtype, tokenizer)
+        return io.NodeOutput(text_encoder, load_lyric_tokenizer(node, "clip", None))
+
+
 NODES = [
     AceStepCheckpointLoader,
     AceStepDiTLoader,
@@ -503,7 +543,5 @@ NODES = [
     AceStepLyricTokenizerLoader,
     AceStepSpeakerLoader,
 ]
-AFTER_RENAME = [
-    AceStepDiTFromModel,
-    AceStepVAEFromCore,
-]  # nodes added after the id rename: no old id (nodes/legacy.py)
+# nodes added after the id rename (no old id: nodes/legacy.py): core's models as ours
+AFTER_RENAME = [AceStepDiTFromModel, AceStepVAEFromCore, AceStepTextEncoderFromCore]

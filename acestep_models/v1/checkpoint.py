@@ -192,6 +192,18 @@ def vae_over(state_dict: StateDict, operations=None):
     return model.eval()
 
 
+def text_encoder_over(state_dict: StateDict, operations=None):
+    """Our UMT5 encoder over another module's tensors, shared, not copied: ComfyUI's own (``umt5base`` of its ACE
+    CLIP, the official names). Built on meta, each tensor assigned as it is."""
+    from .text_encoder import UMT5Config, UMT5EncoderModel
+
+    sd = dict(state_dict)
+    with torch.device("meta"):
+        model = UMT5EncoderModel(UMT5Config.from_state_dict(sd), operations=operations)
+    model.load_state_dict(sd, strict=True, assign=True)
+    return model.eval()
+
+
 def load_text_encoder(path: str | Path, dtype: torch.dtype | None = None, device="cpu", operations=None):
     """UMT5 and its tokenizer: from the official umt5-base folder (tokenizer.json), or a single file that carries the
     sentencepiece model as its ``spiece_model`` tensor (ComfyUI's layout) or has tokenizer files beside it."""

@@ -64,7 +64,8 @@ class AceStep15EmptyLatent(io.ComfyNode):
     @classmethod
     @checks_numbers
     def execute(cls, seconds: float, batch_size: int) -> io.NodeOutput:
-        frames = round(seconds * FRAME_RATE)  # as core's EmptyAceStep1.5LatentAudio
+        # core's EmptyAceStep1.5LatentAudio, float rounding included (round(seconds * 25) differs at 10.7 s, ...)
+        frames = round(seconds * 48000 / 1920)
         samples = torch.zeros([batch_size, 64, frames], device=mm.intermediate_device())
         return io.NodeOutput({"samples": samples, "type": "audio"})
 

@@ -35,6 +35,8 @@ OUR_NODES = {
     "AceStepFaithfulLoraLoader",
     "AceStepFaithfulDiTFromModel",
     "AceStepFaithfulVAEFromCore",
+    "AceStepFaithfulTextEncoderFromCore",
+    "AceStepFaithfulConditioningToCore",
     "AceStepFaithfulEncodePrompt",
     "AceStepFaithfulSampler",
     "AceStepFaithfulFlowEdit",

@@ -37,7 +37,12 @@ def ours(object_info: dict) -> list[str]:
     )
 
 
-AFTER_RENAME = {"AceStepFaithfulDiTFromModel", "AceStepFaithfulVAEFromCore"}
+AFTER_RENAME = {
+    "AceStepFaithfulDiTFromModel",
+    "AceStepFaithfulVAEFromCore",
+    "AceStepFaithfulTextEncoderFromCore",
+    "AceStepFaithfulConditioningToCore",
+}
 
 
 def test_every_node_has_our_prefix_and_a_hidden_alias(comfy):

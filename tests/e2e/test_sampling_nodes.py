@@ -495,6 +495,67 @@ def test_lora_patches_equal_the_engines_merge(tmp_path):
     assert result["stacked_vs_1"] <= 1e-6  # 0.7 then 0.3 = 1.0, to rounding
 
 
+def core_ace_model(golden: Path, speaker_512: bool = False) -> str:
+    """Code (for ``in_comfyui``) building ``patcher``: core's own ACE-Step MODEL in its ModelPatcher, holding the
+    tiny checkpoint's DiT (core builds the released sizes: the tiny ones are given to its classes). ``speaker_512``:
+    its speaker projection widened with zero columns to the 512 inputs core's KSampler feeds (zeros, as the official
+    pipeline does: the same output)."""
+    return textwrap.indent(
+        textwrap.dedent(f"""
+        import functools, comfy.ldm.ace.model, comfy.model_patcher, comfy.supported_models
+        from acestep_pack.acestep_models.common.weights import read_json, read_safetensors
+        # core's own ACE-Step DiT at the tiny checkpoint's sizes (its lyric encoder's are fixed: given here)
+        config = read_json({str(golden / "tiny" / "ace_step_transformer" / "config.json")!r})
+        comfy.ldm.ace.model.LyricEncoder = functools.partial(
+            comfy.ldm.ace.model.LyricEncoder, output_size=config["lyric_hidden_size"],
+            attention_heads=config["lyric_encoder_attention_heads"], linear_units=config["lyric_encoder_linear_units"])
+        unet = {{k: v for k, v in config.items() if not k.startswith(("_", "lyric_encoder_"))}}
+        unet.update(audio_model="ace", lyric_encoder_vocab_size=config["lyric_encoder_vocab_size"])
+        sd, _ = read_safetensors({str(golden / "tiny" / "ace_step_transformer" / "diffusion_pytorch_model.safetensors")!r})
+        if {speaker_512}:
+            sd["speaker_embedder.weight"] = torch.cat([sd["speaker_embedder.weight"],
+                torch.zeros(sd["speaker_embedder.weight"].shape[0], 512 - unet["speaker_embedding_dim"])], 1)
+            unet["speaker_embedding_dim"] = 512
+        model_config = comfy.supported_models.ACEStep(unet)
+        model_config.set_inference_dtype(torch.float32, None)
+        core = model_config.get_model({{}})
+        core.diffusion_model.load_state_dict(sd)
+        cpu = torch.device("cpu")
+        patcher = comfy.model_patcher.ModelPatcher(core, load_device=cpu, offload_device=cpu)
+
+    """),
+        "        ",
+    ).strip()
+
+
+def core_ace_clip(golden: Path, checkpoint: Path) -> str:
+    """Code (for ``in_comfyui``) building ``clip``: core's own ACE-Step CLIP holding the UMT5 of ``checkpoint``
+    (ComfyUI's all-in-one layout) and its sentencepiece model, at the tiny checkpoint's sizes."""
+    return textwrap.indent(
+        textwrap.dedent(f"""
+        import comfy.sd, comfy.supported_models_base, comfy.text_encoders.ace as ace, comfy.text_encoders.t5 as t5
+        from safetensors.torch import load_file
+        from acestep_pack.acestep_models.common.weights import read_json
+        # core's own ACE-Step CLIP at the tiny checkpoint's sizes (core reads the released ones from its json)
+        tiny = read_json({str(golden / "tiny" / "umt5-base" / "config.json")!r})
+        class Tiny(t5.T5):
+            def __init__(self, config_dict, dtype, device, operations):
+                super().__init__({{**config_dict, **{{k: tiny[k] for k in ("d_ff", "d_kv", "d_model", "num_heads",
+                    "num_layers", "vocab_size", "relative_attention_num_buckets")}}}}, dtype, device, operations)
+        t5.T5 = Tiny
+        file = load_file({str(checkpoint)!r})
+        prefix = "text_encoders.umt5base."
+        clip = comfy.sd.CLIP(comfy.supported_models_base.ClipTarget(ace.AceT5Tokenizer, ace.AceT5Model),
+                             tokenizer_data={{"spiece_model": file[prefix + "spiece_model"]}},
+                             model_options={{"dtype": torch.float32}})
+        weights = {{k[len(prefix + "transformer.") :]: v for k, v in file.items() if k.startswith(prefix + "transformer.")}}
+        assert not clip.cond_stage_model.umt5base.load_sd(weights).missing_keys
+
+    """),
+        "        ",
+    ).strip()
+
+
 def test_cores_model_drives_our_sampler_on_the_same_tensors(tmp_path):
     """Core's ACE-Step MODEL (what Load Checkpoint gives for ace_step_v1_3.5b.safetensors) through ACE-Step DiT from
     MODEL: our DiT over core's own tensors (no copy), sampling what our loader's DiT from the same weights samples,
@@ -503,27 +564,11 @@ def test_cores_model_drives_our_sampler_on_the_same_tensors(tmp_path):
     result = in_comfyui(
         tmp_path,
         f"""
-        import functools, comfy.ldm.ace.model, comfy.model_patcher, comfy.supported_models
-        from acestep_pack.acestep_models.common.weights import read_json, read_safetensors
         from acestep_pack.nodes import conditioning, latents, loaders, lora, sampling
         folder_paths.add_model_folder_path("acestep", {str(golden)!r})
         folder_paths.add_model_folder_path("loras", {str(golden / "lora")!r})
 
-        # core's own ACE-Step DiT at the tiny checkpoint's sizes (its lyric encoder's are fixed: given here)
-        config = read_json({str(golden / "tiny" / "ace_step_transformer" / "config.json")!r})
-        comfy.ldm.ace.model.LyricEncoder = functools.partial(
-            comfy.ldm.ace.model.LyricEncoder, output_size=config["lyric_hidden_size"],
-            attention_heads=config["lyric_encoder_attention_heads"], linear_units=config["lyric_encoder_linear_units"])
-        unet = {{k: v for k, v in config.items() if not k.startswith(("_", "lyric_encoder_"))}}
-        unet.update(audio_model="ace", lyric_encoder_vocab_size=config["lyric_encoder_vocab_size"])
-        model_config = comfy.supported_models.ACEStep(unet)
-        model_config.set_inference_dtype(torch.float32, None)
-        core = model_config.get_model({{}})
-        sd, _ = read_safetensors({str(golden / "tiny" / "ace_step_transformer" / "diffusion_pytorch_model.safetensors")!r})
-        core.diffusion_model.load_state_dict(sd)
-        cpu = torch.device("cpu")
-        patcher = comfy.model_patcher.ModelPatcher(core, load_device=cpu, offload_device=cpu)
-
+        {core_ace_model(golden)}
         adapted = loaders.AceStepDiTFromModel.execute(patcher).args[0]
         loaded, _, text_encoder, lyric_tokenizer = loaders.AceStepCheckpointLoader.execute("tiny", "fp32").args
         core_tensors = {{id(p) for p in core.diffusion_model.parameters()}}
@@ -606,6 +651,79 @@ def test_cores_vae_encodes_and_decodes_for_our_nodes_on_the_same_tensors(tmp_pat
     assert result["shared"] and result["encode_equal"] and result["decode_equal"], result
     assert result["shape"][:2] == [1, 2] and result["loud"] > 0, result
     assert "VAE from core VAE" in result["wrong"] and "Load Checkpoint" in result["wrong"], result
+
+
+def test_cores_clip_encodes_for_our_sampler_on_the_same_tensors(tmp_path):
+    """Core's ACE-Step CLIP (what Load Checkpoint gives for ace_step_v1_3.5b.safetensors) through ACE-Step Text
+    Encoder from core CLIP: our UMT5 over core's own tensors (no copy), with core's sentencepiece model as its
+    tokenizer, giving the song our loader's text encoder from the same file gives."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny_checkpoints import write_all_in_one
+
+    (tmp_path / "text_encoders").mkdir()
+    checkpoint = write_all_in_one(
+        tmp_path / "text_encoders" / "ace_step_v1_3.5b.safetensors", parts=("text_encoder",)
+    )
+    golden = ROOT / "tests" / "golden"
+    result = in_comfyui(
+        tmp_path,
+        f"""
+        from acestep_pack.nodes import conditioning, loaders, sampling
+        folder_paths.add_model_folder_path("acestep", {str(golden)!r})
+        folder_paths.add_model_folder_path("text_encoders", {str(tmp_path / "text_encoders")!r})
+
+        {core_ace_clip(golden, checkpoint)}
+        adapted, lyric_tokenizer = loaders.AceStepTextEncoderFromCore.execute(clip).args
+        loaded = loaders.AceStepTextEncoderLoader.execute("ace_step_v1_3.5b.safetensors", "fp32").args[0]
+        shared = {{id(p) for p in clip.cond_stage_model.parameters()}}
+        all_shared = all(id(p) in shared for p in adapted.model.parameters())
+        dit = loaders.AceStepDiTLoader.execute("tiny", "fp32").args[0]
+        latent = {{"samples": torch.zeros(1, 8, 16, 40)}}
+
+        def song(text_encoder):
+            cond = conditioning.AceStepEncodePrompt.execute(text_encoder, lyric_tokenizer, "lofi piano",
+                                                            "[verse]\\nla la").args[0]
+            return sampling.AceStepSampler.execute(dit, cond, latent, 7, 4, "euler", "apg", 15.0, 10.0, 0.0, 0, 0.5
+                                                   ).args[0]["samples"]
+        a, b = song(adapted), song(loaded)
+
+        # our conditioning through ACE-Step Conditioning to core, into core's KSampler on core's MODEL, beside core's
+        # own Text Encode Ace Step Audio on the same CLIP: the same CONDITIONING, so the same latents
+        {core_ace_model(golden, speaker_512=True)}
+        import nodes as core_nodes
+        from comfy_extras.nodes_ace import TextEncodeAceStepAudio
+        # (English lines: core tags every line untagged as English, the official pipeline detects each line's
+        # language, which "la la" is not read as)
+        lyrics = "[verse]\\nLights on the river tonight"
+        ours = conditioning.AceStepEncodePrompt.execute(adapted, lyric_tokenizer, "lofi piano", lyrics).args[0]
+        ours = conditioning.AceStepConditioningToCore.execute(ours, 0.8).args[0]
+        cores = TextEncodeAceStepAudio.execute(clip, "lofi piano", lyrics, 0.8).args[0]
+        rel = lambda x, y: float((x - y).norm() / y.norm())
+        same_cond = (ours[0][0].shape == cores[0][0].shape and rel(ours[0][0], cores[0][0]) < 1e-6
+                     and ours[0][1]["lyrics_strength"] == cores[0][1]["lyrics_strength"]
+                     and torch.equal(ours[0][1]["conditioning_lyrics"], cores[0][1]["conditioning_lyrics"]))
+
+        def ksample(positive):
+            negative = core_nodes.ConditioningZeroOut().zero_out(positive)[0]
+            return core_nodes.common_ksampler(patcher, 5, 3, 1.0, "euler", "simple", positive, negative,
+                                              {{"samples": torch.zeros(1, 8, 16, 40)}})[0]["samples"]
+        ka, kb = ksample(ours), ksample(cores)
+        try:  # a CLIP of another model
+            loaders.AceStepTextEncoderFromCore.execute(comfy.sd.CLIP(no_init=True))
+        except Exception as e:
+            wrong = str(e)
+        print(json.dumps({{"shared": all_shared, "equal": bool(torch.equal(a, b)), "finite": bool(torch.isfinite(a).all()),
+                          "same_cond": same_cond, "ksampler_rel": rel(ka, kb),
+                          "ksampler_finite": bool(torch.isfinite(ka).all()),
+                          "wrong": wrong}}))
+    """,
+    )
+    assert result["shared"] and result["equal"] and result["finite"], result
+    # core's UMT5 attention rounds differently from ours (float32: ~1e-7 relative)
+    assert result["same_cond"] and result["ksampler_rel"] < 1e-5 and result["ksampler_finite"], result
+    assert "Text Encoder from core CLIP" in result["wrong"] and "Load Checkpoint" in result["wrong"], result
 
 
 def test_comfy_noise_is_comfyuis_prepare_noise(tmp_path):
