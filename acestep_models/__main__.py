@@ -727,7 +727,8 @@ def split(args: argparse.Namespace) -> None:
           "Encoder nodes (workflows/text2music_split_loaders.json)")  # fmt: skip
 
 
-# The keyword arguments of the official LLMHandler.generate_with_stop_condition that ``plan`` takes (plus ``seed``).
+# The keyword arguments of the official LLMHandler.generate_with_stop_condition that ``plan`` takes (plus ``seed``;
+# batch_size and seeds: its batch mode).
 PLAN_NUMBERS = ("temperature", "cfg_scale", "top_p", "repetition_penalty", "target_duration")
 PLAN_TEXTS = ("caption", "lyrics", "infer_type", "negative_prompt")
 PLAN_FLAGS = ("use_constrained_decoding", "use_cot_metas", "use_cot_caption", "use_cot_language")
@@ -745,7 +746,7 @@ def _plan_params(source: str) -> dict:
         raise CliError(f"--params {source}: not JSON: {e}") from e
     if not isinstance(params, dict):
         raise CliError(f"--params {source}: must hold one JSON object")
-    known = {*PLAN_NUMBERS, *PLAN_TEXTS, *PLAN_FLAGS, "top_k", "user_metadata", "seed"}
+    known = {*PLAN_NUMBERS, *PLAN_TEXTS, *PLAN_FLAGS, "top_k", "user_metadata", "seed", "batch_size", "seeds"}
     unknown = sorted(set(params) - known)
     if unknown:
         raise CliError(
@@ -759,8 +760,15 @@ def _plan_params(source: str) -> dict:
             isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
         ):
             raise CliError(f"{source}: {key}: expected a finite number, not {json.dumps(value)}")
-        if key in ("top_k", "seed") and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        if key in ("top_k", "seed", "batch_size") and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 0
+        ):
             raise CliError(f"{source}: {key}: expected a whole number of 0 or more, not {json.dumps(value)}")
+        if key == "seeds" and (
+            not isinstance(value, list)
+            or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**64 for s in value)
+        ):
+            raise CliError(f"{source}: seeds: expected a list of whole numbers of 0 or more, such as [7, 8]")
         if key in PLAN_TEXTS and not isinstance(value, str):
             raise CliError(f"{source}: {key}: expected text, not {json.dumps(value)}")
         if key in PLAN_FLAGS and not isinstance(value, bool):
@@ -772,9 +780,24 @@ def _plan_params(source: str) -> dict:
     return params
 
 
+def _plan_batch(batch_size: int | None, seeds: list[int] | None) -> list[int] | None:
+    """The official batch mode's seeds (``generate_with_stop_condition``): None unless ``batch_size`` > 1 (then
+    ``seeds`` is ignored, as there); else ``seeds`` cut to ``batch_size`` items or padded with
+    ``random.randint(0, 2**32 - 1)``, as the official code pads them."""
+    if not (batch_size and batch_size > 1):
+        if seeds:
+            print(f"seeds ignored: batch_size is {batch_size} (the official single mode)", file=sys.stderr)
+        return None
+    import random
+
+    seeds = list(seeds or [])
+    return (seeds + [random.randint(0, 2**32 - 1) for _ in range(batch_size - len(seeds))])[:batch_size]
+
+
 def plan(args: argparse.Namespace) -> None:
     """``plan``: one official ``generate_with_stop_condition`` call with the 5 Hz LM; its JSON on the last line."""
     params = _plan_params(args.params)
+    batch = _plan_batch(params.pop("batch_size", None), params.pop("seeds", None))
     if not Path(args.checkpoint).exists():
         raise CliError(
             f"--checkpoint {args.checkpoint}: no such folder or file (an official acestep-5Hz-lm-* folder)"
@@ -800,7 +823,7 @@ def plan(args: argparse.Namespace) -> None:
     stop, previous = _catch_ctrl_c()
     clock = time.perf_counter()
     try:
-        out = planner.plan(**params, seed=int(seed), progress=progress, interrupt=stop.is_set)
+        out = planner.plan(**params, seed=int(seed), seeds=batch, progress=progress, interrupt=stop.is_set)
     except (Interrupted, KeyboardInterrupt):
         raise CliError("interrupted: no plan", exit_code=130) from None
     except ValueError as e:
@@ -808,15 +831,21 @@ def plan(args: argparse.Namespace) -> None:
     finally:
         progress.close()
         signal.signal(signal.SIGINT, previous)
-    n = out["audio_codes"].count("<|audio_code_")
-    print(f"planned in {time.perf_counter() - clock:.1f} s: {n} codes ({n / 5:.1f} s)", file=sys.stderr)
+    if batch is None:
+        n = out["audio_codes"].count("<|audio_code_")
+        what = f"{n} codes ({n / 5:.1f} s)"
+    else:
+        what = f"{len(batch)} items of {' + '.join(str(c.count('<|audio_code_')) for c in out['audio_codes'])} codes"
+    print(f"planned in {time.perf_counter() - clock:.1f} s: {what}", file=sys.stderr)
     result = {
-        "metadata": out["metadata"],
+        "metadata": out["metadata"],  # batch mode: lists, one item each, as the official call returns them
         "audio_codes": out["audio_codes"],
         "cot_text": out.get("cot_text", ""),
         "phases": {name: phase.text for name, phase in out["phases"].items()},
         "seed": int(seed),
     }
+    if batch is not None:
+        result["seeds"] = [int(s) for s in batch]  # the items' seeds, padded ones included: replay with them
     print(json.dumps(result, ensure_ascii=False), flush=True)
 
 
@@ -924,9 +953,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="One official LLMHandler.generate_with_stop_condition call: PARAMS.json holds its keyword "
         "arguments under their official names (caption, lyrics, infer_type, temperature, cfg_scale, "
         "negative_prompt, top_k, top_p, repetition_penalty, use_constrained_decoding, target_duration, "
-        "user_metadata, use_cot_metas, use_cot_caption, use_cot_language) plus seed (the official "
-        "torch.manual_seed before the call). Prints one JSON object on its last line: metadata, audio_codes, "
-        "cot_text, the phases' texts and the seed.",
+        "user_metadata, use_cot_metas, use_cot_caption, use_cot_language, and batch_size + seeds for the batch "
+        "mode) plus seed (the official torch.manual_seed before the call). Prints one JSON object on its last "
+        "line: metadata, audio_codes, cot_text, the phases' texts and the seed; with batch_size > 1, as the "
+        "official batch call: the metadata phase once, then each item's codes after torch.manual_seed(seeds[i]) "
+        "(missing seeds drawn, extra ones dropped); metadata and audio_codes are lists (one per item), the phases "
+        "cot, codes_0, codes_1, ..., and seeds the items' seeds.",
     )
     p.add_argument("--checkpoint", required=True, metavar="LM_FOLDER_OR_FILE",
                    help="the official acestep-5Hz-lm-* folder, or ComfyUI's qwen_*_ace15 file")  # fmt: skip

@@ -21,6 +21,8 @@ Writes tests/golden/v15/lm/{logits.safetensors, logits.json, cases.json, generat
 beside them says what each holds. With ``--generate-music`` only the official end-to-end cases (``inference.
 generate_music`` with this LM and the tiny DiT root of make_v15_pipeline.py, batch mode) are made again: they go
 into cases.json's ``generate_music`` entry (the rest of the file is kept as it is) and generate_music.safetensors.
+With ``--batch`` only the batch-mode cases of ``generate_with_stop_condition`` (``batch_size`` > 1 and ``seeds``,
+the ``BATCH`` table) are made again, into cases.json's ``batch`` entry (the rest of the file is kept as it is).
 """
 
 from __future__ import annotations
@@ -120,6 +122,22 @@ CASES = {
     ),
 }  # fmt: skip
 
+# Batch mode of generate_with_stop_condition (batch_size > 1, seeds): the metadata phase once, from the RNG that
+# torch.manual_seed(seed) set, then item i's codes phase after the official torch.manual_seed(seeds[i])
+BATCH = {
+    "two_seeds": dict(
+        seed=31, caption="pop, upbeat, female vocals, synth", lyrics=LYRICS, infer_type="llm_dit",
+        temperature=0.85, cfg_scale=2.0, top_p=0.9, target_duration=6, user_metadata={"duration": 6},
+        use_cot_caption=False, use_cot_language=True, batch_size=2, seeds=[7, 8],
+    ),
+    # all four metas given (no metadata phase), no CFG; 4 seeds for 3 items: the official code keeps the first 3
+    "user_metas_truncated_seeds": dict(
+        seed=32, caption="lofi hip hop, mellow piano", lyrics="[Instrumental]", infer_type="llm_dit",
+        temperature=0.85, cfg_scale=1.0, top_p=0.9, target_duration=4,
+        user_metadata={"bpm": 120, "keyscale": "G major", "timesignature": "4", "duration": 4},
+        batch_size=3, seeds=[3, 4, 5, 6],
+    ),
+}  # fmt: skip
 
 # The official end-to-end inference.generate_music(dit_handler, llm_handler, GenerationParams(**params),
 # GenerationConfig(**config)) after random.seed(global_seed); torch.manual_seed(global_seed), in batch mode.
@@ -331,7 +349,42 @@ def official_lm(root: Path):
     return handler
 
 
+def batch_goldens(handler, rec: Recorder) -> dict:
+    """The BATCH cases: ``torch.manual_seed(seed)``, then ``generate_with_stop_condition(**kwargs)`` (batch mode)."""
+    cases = {}
+    for name, kw in BATCH.items():
+        kw = dict(kw)
+        seed = kw.pop("seed")
+        rec.phases = []
+        torch.manual_seed(seed)
+        result = handler.generate_with_stop_condition(**kw)
+        assert result["success"], result
+        cases[name] = {
+            "seed": seed,
+            "kwargs": kw,
+            "phases": rec.phases,
+            "metadata": result["metadata"],
+            "audio_codes": result["audio_codes"],
+            "codes_counts": result["extra_outputs"]["codes_counts"],
+        }
+        print(name, [len(p.get("generated_ids", [])) for p in rec.phases], result["metadata"], flush=True)
+    return cases
+
+
 def main() -> None:
+    if "--batch" in sys.argv:  # only the batch-mode cases, into the committed cases.json's "batch" entry
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copytree(TINY_DIR, Path(tmp) / "tiny-lm")
+            lm_tokenizer(Path(tmp) / "tiny-lm")
+            handler = official_lm(Path(tmp))
+            batch = batch_goldens(handler, Recorder(handler))
+        doc = json.loads((OUT_DIR / "cases.json").read_text(encoding="utf-8"))
+        doc["batch"] = batch
+        (OUT_DIR / "cases.json").write_text(
+            json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        return
+
     if "--generate-music" in sys.argv:  # only the end-to-end cases, into the committed cases.json
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copytree(TINY_DIR, Path(tmp) / "tiny-lm")
