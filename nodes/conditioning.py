@@ -229,7 +229,7 @@ class AceStepConditioningToCore(io.ComfyNode):
                 io.Float.Input("lyrics_strength", default=1.0, min=0.0, max=10.0, step=0.01,
                                tooltip="Core's lyrics_strength: scales the lyric encoder's output (1: as trained)."),
             ],
-            outputs=[io.Conditioning.Output(tooltip="Core's CONDITIONING: the UMT5 states and the lyric tokens.")],
+            outputs=[io.Conditioning.Output(display_name="conditioning", tooltip="Core's CONDITIONING: the UMT5 states and the lyric tokens.")],
         )  # fmt: skip
 
     @classmethod

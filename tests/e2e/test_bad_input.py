@@ -104,6 +104,7 @@ FEEDS = {
         {},
         "conditioning",
     ),
+    "AceStepFaithfulConditioningToCore": ({"conditioning": ["enc", "conditioning"]}, {}, "conditioning"),
     "AceStepFaithfulLyricsCheck": ({"lyric_tokenizer": ["ckpt", "lyric_tokenizer"]}, {}, "report"),
     "AceStepFaithfulDecodeLatent": ({"latent": ["lat", "latent"], "vae": ["ckpt", "vae"]}, {}, "audio"),
     "AceStepFaithfulEncodeAudio": ({"vae": ["ckpt", "vae"]}, {}, "latent"),

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -259,27 +260,16 @@ def test_comfyuis_repackaged_dit_file_gives_the_official_folders_song(comfy):
     assert np.array_equal(song(folder), song(single))
 
 
-def test_cores_15_model_drives_our_sampler_on_the_same_tensors(tmp_path):
-    """Core's 1.5 MODEL (what Load Diffusion Model gives) through ACE-Step 1.5 DiT from MODEL: our DiT over core's
-    own tensors (no copy), generating what our loader's DiT from the same file generates, with our Load LoRA on
-    either."""
-    from conftest import comfyui_root
-    from e2e.test_sampling_nodes import in_comfyui
-
-    if not (comfyui_root() / "comfy" / "ldm" / "ace" / "ace_step15.py").is_file():
-        pytest.skip("this ComfyUI (0.3.76) has no ACE-Step 1.5 model of its own to adapt")
+def core15_model(tmp_path: Path) -> str:
+    """Code (for ``in_comfyui``) writing a tiny 1.5 DiT 64 latent channels wide as ComfyUI's file in
+    ``tmp_path/diffusion_models/`` (weights ``sd``, config ``official``) and building ``patcher``: core's own 1.5 MODEL
+    holding those weights, in core's ModelPatcher."""
     tiny = ROOT / "tests" / "golden" / "v15" / "pipeline" / "tiny"
-    result = in_comfyui(
-        tmp_path,
-        f"""
-        import comfy.model_patcher, comfy.supported_models
+    return _code(f"""
+        import os, comfy.model_patcher, comfy.supported_models
         from safetensors.torch import save_file
         from acestep_pack.acestep_models.common.weights import CONFIG_METADATA, read_json
-        from acestep_pack.acestep_models.v15 import checkpoint as C
         from acestep_pack.acestep_models.v15.model import AceStep15Config, AceStepConditionGenerationModel
-        from acestep_pack.acestep_models.v15.pipeline import Models15, generate
-        from acestep_pack.nodes.v15 import loaders
-
         # a tiny DiT 64 latent channels wide (core's built-in silence latent is), saved as ComfyUI's file
         official = {{**read_json({str(tiny / "acestep-v15-turbo" / "config.json")!r}),
                     "audio_acoustic_hidden_dim": 64, "timbre_hidden_dim": 64, "in_channels": 192,
@@ -290,7 +280,7 @@ def test_cores_15_model_drives_our_sampler_on_the_same_tensors(tmp_path):
         sd = {{k: (1 + 0.1 * torch.randn_like(v) if k.endswith("norm.weight") else 0.2 * torch.randn_like(v))
               for k, v in ours.state_dict().items()}}
         folder = {str(tmp_path / "diffusion_models")!r}
-        import os; os.makedirs(folder)
+        os.makedirs(folder)
         save_file(sd, folder + "/acestep_v1.5_turbo.safetensors",
                   metadata={{CONFIG_METADATA.format(part="dit"): json.dumps(official)}})
         folder_paths.add_model_folder_path("diffusion_models", folder)
@@ -307,6 +297,75 @@ def test_cores_15_model_drives_our_sampler_on_the_same_tensors(tmp_path):
         cpu = torch.device("cpu")
         patcher = comfy.model_patcher.ModelPatcher(core, load_device=cpu, offload_device=cpu)
 
+    """)
+
+
+def core15_clip(tmp_path: Path) -> str:
+    """Code (for ``in_comfyui``) building ``clip``: core's own 1.5 CLIP (what DualCLIPLoader type ace gives) at tiny
+    sizes, holding a seeded text encoder (also written as ComfyUI's ``tmp_path/text_encoders/qwen_0.6b_ace15``,
+    ``te_file``) and the LM goldens' tiny LM."""
+    lm = ROOT / "tests" / "golden" / "v15" / "lm"
+    return _code(f"""
+        import os, comfy.ops, comfy.sd, comfy.supported_models_base, comfy.text_encoders.ace15 as ace15
+        import comfy.text_encoders.llama as llama
+        from safetensors.torch import load_file, save_file
+        # core's 1.5 CLIP classes at tiny sizes (core's configs fix the released ones; head_dim is not a field)
+        def tiny(core, base, **sizes):
+            class Config(base):
+                head_dim = sizes.pop("head_dim")
+            class Tiny(core):
+                def __init__(self, config_dict, dtype, device, operations):  # (core's __init__, tiny config)
+                    torch.nn.Module.__init__(self)
+                    config = Config(**{{**config_dict, **sizes}})
+                    self.num_layers = config.num_hidden_layers
+                    self.model = llama.Llama2_(config, device=device, dtype=dtype, ops=operations)
+                    self.dtype = dtype
+            return Tiny
+        llama.Qwen3_06B_ACE15 = tiny(llama.Qwen3_06B_ACE15, llama.Qwen3_06B_ACE15_Config, hidden_size=32,
+            intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+        llama.Qwen3_2B_ACE15_lm = tiny(llama.Qwen3_2B_ACE15_lm, llama.Qwen3_2B_ACE15_lm_Config, hidden_size=16,
+            intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=8)
+
+        # the text encoder as ComfyUI's qwen_0.6b_ace15 file (its vocabulary: core's tokenizer), seeded weights
+        g = torch.Generator().manual_seed(0)
+        shapes = llama.Qwen3_06B_ACE15({{}}, torch.float32, "meta", comfy.ops.manual_cast).state_dict()
+        te_sd = {{k: (1 + 0.1 * torch.randn(v.shape, generator=g)) if "norm" in k else 0.3 * torch.randn(v.shape, generator=g)
+                 for k, v in shapes.items()}}
+        os.makedirs({str(tmp_path / "text_encoders")!r})
+        te_file = {str(tmp_path / "text_encoders" / "qwen_0.6b_ace15.safetensors")!r}
+        save_file(te_sd, te_file)
+        lm_sd = {{k: v.float() for k, v in load_file({str(lm / "tiny-lm" / "model.safetensors")!r}).items()}}
+
+        target = comfy.supported_models_base.ClipTarget(ace15.ACE15Tokenizer, ace15.te(lm_model="qwen3_2b"))
+        clip = comfy.sd.CLIP(target, model_options={{"dtype": torch.float32}})
+        clip.cond_stage_model.qwen3_06b.load_sd(te_sd)
+        clip.cond_stage_model.qwen3_2b.load_sd(lm_sd)
+
+    """)
+
+
+def _code(block: str) -> str:
+    return textwrap.indent(textwrap.dedent(block), "        ").strip()
+
+
+def test_cores_15_model_drives_our_sampler_on_the_same_tensors(tmp_path):
+    """Core's 1.5 MODEL (what Load Diffusion Model gives) through ACE-Step 1.5 DiT from MODEL: our DiT over core's
+    own tensors (no copy), generating what our loader's DiT from the same file generates, with our Load LoRA on
+    either."""
+    from conftest import comfyui_root
+    from e2e.test_sampling_nodes import in_comfyui
+
+    if not (comfyui_root() / "comfy" / "ldm" / "ace" / "ace_step15.py").is_file():
+        pytest.skip("this ComfyUI (0.3.76) has no ACE-Step 1.5 model of its own to adapt")
+    tiny = ROOT / "tests" / "golden" / "v15" / "pipeline" / "tiny"
+    result = in_comfyui(
+        tmp_path,
+        f"""
+        from acestep_pack.acestep_models.v15 import checkpoint as C
+        from acestep_pack.acestep_models.v15.pipeline import Models15, generate
+        from acestep_pack.nodes.v15 import loaders
+
+        {core15_model(tmp_path)}
         adapted = loaders.AceStep15DiTFromModel.execute(patcher, "turbo").args[0]
         loaded = loaders.AceStep15DiTLoader.execute("diffusion_models/acestep_v1.5_turbo.safetensors", "auto", "fp32").args[0]
         core_tensors = {{id(p) for p in core.diffusion_model.parameters()}}
@@ -365,43 +424,10 @@ def test_cores_15_clip_gives_our_text_encoder_and_lm_on_the_same_tensors(tmp_pat
     result = in_comfyui(
         tmp_path,
         f"""
-        import os, comfy.sd, comfy.supported_models_base, comfy.text_encoders.ace15 as ace15
-        import comfy.text_encoders.llama as llama
-        from safetensors.torch import load_file, save_file
+        import comfy.sd
         from acestep_pack.nodes.v15 import loaders, prompts, sampling
 
-        # core's 1.5 CLIP classes at tiny sizes (core's configs fix the released ones; head_dim is not a field)
-        def tiny(core, base, **sizes):
-            class Config(base):
-                head_dim = sizes.pop("head_dim")
-            class Tiny(core):
-                def __init__(self, config_dict, dtype, device, operations):  # (core's __init__, tiny config)
-                    torch.nn.Module.__init__(self)
-                    config = Config(**{{**config_dict, **sizes}})
-                    self.num_layers = config.num_hidden_layers
-                    self.model = llama.Llama2_(config, device=device, dtype=dtype, ops=operations)
-                    self.dtype = dtype
-            return Tiny
-        llama.Qwen3_06B_ACE15 = tiny(llama.Qwen3_06B_ACE15, llama.Qwen3_06B_ACE15_Config, hidden_size=32,
-            intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16)
-        llama.Qwen3_2B_ACE15_lm = tiny(llama.Qwen3_2B_ACE15_lm, llama.Qwen3_2B_ACE15_lm_Config, hidden_size=16,
-            intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=8)
-
-        # the text encoder as ComfyUI's qwen_0.6b_ace15 file (its vocabulary: core's tokenizer), seeded weights
-        g = torch.Generator().manual_seed(0)
-        shapes = llama.Qwen3_06B_ACE15({{}}, torch.float32, "meta", comfy.ops.manual_cast).state_dict()
-        te_sd = {{k: (1 + 0.1 * torch.randn(v.shape, generator=g)) if "norm" in k else 0.3 * torch.randn(v.shape, generator=g)
-                 for k, v in shapes.items()}}
-        os.makedirs({str(tmp_path / "text_encoders")!r})
-        te_file = {str(tmp_path / "text_encoders" / "qwen_0.6b_ace15.safetensors")!r}
-        save_file(te_sd, te_file)
-        lm_sd = {{k: v.float() for k, v in load_file({str(lm / "tiny-lm" / "model.safetensors")!r}).items()}}
-
-        target = comfy.supported_models_base.ClipTarget(ace15.ACE15Tokenizer, ace15.te(lm_model="qwen3_2b"))
-        clip = comfy.sd.CLIP(target, model_options={{"dtype": torch.float32}})
-        clip.cond_stage_model.qwen3_06b.load_sd(te_sd)
-        clip.cond_stage_model.qwen3_2b.load_sd(lm_sd)
-
+        {core15_clip(tmp_path)}
         te, planner_lm = loaders.AceStep15FromCoreCLIP.execute(clip).args
         try:  # a CLIP of another model
             loaders.AceStep15FromCoreCLIP.execute(comfy.sd.CLIP(no_init=True))
