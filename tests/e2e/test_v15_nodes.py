@@ -468,6 +468,68 @@ def test_cores_15_clip_gives_our_text_encoder_and_lm_on_the_same_tensors(tmp_pat
     assert "LM from core CLIP" in result["wrong"] and "DualCLIPLoader" in result["wrong"], result
 
 
+def test_cores_own_15_prompt_and_encoders_differ_from_ours_where_the_readme_says(tmp_path):
+    """Core's own 1.5 text encode and encoders beside ours on the same weights (the README's "How this differs"):
+    core's DiT prompt (what its Text Encode Ace Step Audio 1.5 tokenizes) holds the cover instruction, ceil(duration)
+    and a second <|endoftext|>, while core's Qwen3 and ours give the same states on the same ids (the model is the
+    same, the text is not); core's lyric encoder equals the
+    official one up to 128 lyric tokens and differs past them (no sliding window), and on a padded batch (no
+    padding mask)."""
+    from conftest import comfyui_root
+    from e2e.test_sampling_nodes import in_comfyui
+
+    if not (comfyui_root() / "comfy" / "text_encoders" / "ace15.py").is_file():
+        pytest.skip("this ComfyUI (0.3.76) has no ACE-Step 1.5 nodes of its own")
+    result = in_comfyui(
+        tmp_path,
+        f"""
+        from acestep_pack.acestep_models.v15 import prompts as P
+        from acestep_pack.nodes.v15 import loaders
+
+        {core15_model(tmp_path)}
+        {core15_clip(tmp_path)}
+        te = loaders.AceStep15FromCoreCLIP.execute(clip).args[0]
+        dit = loaders.AceStep15DiTFromModel.execute(patcher, "turbo").args[0]
+
+        # the DiT prompt: the text core tokenizes, and both Qwen3s on exactly those ids
+        tokens = clip.tokenize("lofi piano", lyrics="[verse]\\nLights on the river", bpm=90, duration=10.2, timesignature=4,
+                               language="en", keyscale="A minor", generate_audio_codes=False)
+        core_ids = [t[0] for t in tokens["qwen3_06b"][0]]
+        core_text = te.tokenizer._tok.decode(core_ids, skip_special_tokens=False)
+        model = te.load()
+        ours_on_core_text = model(input_ids=torch.tensor([core_ids]))
+        core_on_core_text = clip.cond_stage_model.qwen3_06b.transformer(torch.tensor([core_ids]))[0]
+        official = P.caption_prompt("lofi piano", P.metas(90, "A minor", "4", 10.2))
+
+        # the lyric encoder: core's and ours over the same tensors
+        g = torch.Generator().manual_seed(3)
+        def lyric(encoder, x, mask):
+            return encoder(inputs_embeds=x, attention_mask=mask)
+        rel = lambda a, b: float((a - b).norm() / b.norm())
+        core_enc, our_enc = patcher.model.diffusion_model.encoder.lyric_encoder, dit.model.encoder.lyric_encoder
+        out = {{}}
+        for n in (100, 300):
+            x = torch.randn(1, n, 32, generator=g)
+            mask = torch.ones(1, n, dtype=torch.long)
+            out[n] = rel(lyric(core_enc, x, mask), lyric(our_enc, x, mask))
+        x = torch.randn(2, 60, 32, generator=g)
+        mask = torch.ones(2, 60, dtype=torch.long)
+        mask[1, 40:] = 0  # the second item's lyrics are shorter: padding
+        padded = rel(lyric(core_enc, x, mask)[1, :40], lyric(our_enc, x, mask)[1, :40])
+        print(json.dumps({{"core_text": core_text, "official": official,
+                          "same_states": rel(ours_on_core_text, core_on_core_text),
+                          "lyrics_100": out[100], "lyrics_300": out[300], "padded": padded}}))
+        """,
+    )
+    core, official = result["core_text"], result["official"]
+    assert "Generate audio semantic tokens based on the given conditions:" in core, core
+    assert "Fill the audio semantic mask based on the given conditions:" in official, official
+    assert "- duration: 11 seconds" in core and "- duration: 10 seconds" in official, (core, official)
+    assert core.endswith("<|endoftext|>\n<|endoftext|>") or core.count("<|endoftext|>") == 2, core
+    assert result["same_states"] < 1e-5, result
+    assert result["lyrics_100"] < 1e-5 and result["lyrics_300"] > 1e-3 and result["padded"] > 1e-3, result
+
+
 def test_cores_15_vae_decodes_for_our_nodes_on_the_same_tensors(tmp_path):
     """Core's 1.5 VAE (what Load VAE gives for ace_1.5_vae.safetensors) through ACE-Step 1.5 VAE from core VAE: our
     VAE over core's own tensors (no copy), decoding what our loader's VAE from the same file decodes, and what
