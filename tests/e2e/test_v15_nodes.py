@@ -472,7 +472,8 @@ def test_cores_own_15_prompt_and_encoders_differ_from_ours_where_the_readme_says
     """Core's own 1.5 text encode and encoders beside ours on the same weights (the README's "How this differs"):
     core's DiT prompt (what its Text Encode Ace Step Audio 1.5 tokenizes) holds the cover instruction, ceil(duration)
     and a second <|endoftext|>, while core's Qwen3 and ours give the same states on the same ids (the model is the
-    same, the text is not); core's lyric encoder equals the
+    same, the text is not; core's encode masks the prompt from its first <|endoftext|>, its pad id, on); core's lyric
+    encoder equals the
     official one up to 128 lyric tokens and differs past them (no sliding window), and on a padded batch (no
     padding mask)."""
     from conftest import comfyui_root
@@ -499,6 +500,11 @@ def test_cores_own_15_prompt_and_encoders_differ_from_ours_where_the_readme_says
         model = te.load()
         ours_on_core_text = model(input_ids=torch.tensor([core_ids]))
         core_on_core_text = clip.cond_stage_model.qwen3_06b.transformer(torch.tensor([core_ids]))[0]
+        # core's own encode masks its prompt from the first <|endoftext|> (its pad id) on: those states differ
+        from comfy_extras.nodes_ace import TextEncodeAceStepAudio15
+        cond = TextEncodeAceStepAudio15.execute(clip, "lofi piano", "[verse]\\nLights on the river", 0, 90, 10.2, "4",
+                                                "en", "A minor", False, 2.0, 0.85, 0.9, 0, 0.0).args[0][0][0]
+        eot = core_ids.index(151643)
         official = P.caption_prompt("lofi piano", P.metas(90, "A minor", "4", 10.2))
 
         # the lyric encoder: core's and ours over the same tensors
@@ -518,6 +524,8 @@ def test_cores_own_15_prompt_and_encoders_differ_from_ours_where_the_readme_says
         padded = rel(lyric(core_enc, x, mask)[1, :40], lyric(our_enc, x, mask)[1, :40])
         print(json.dumps({{"core_text": core_text, "official": official,
                           "same_states": rel(ours_on_core_text, core_on_core_text),
+                          "encode_before_eot": rel(cond[:, :eot], ours_on_core_text[:, :eot]),
+                          "encode_from_eot": rel(cond[:, eot:], ours_on_core_text[:, eot:]), "eot_from_end": len(core_ids) - eot,
                           "lyrics_100": out[100], "lyrics_300": out[300], "padded": padded}}))
         """,
     )
@@ -527,6 +535,11 @@ def test_cores_own_15_prompt_and_encoders_differ_from_ours_where_the_readme_says
     assert "- duration: 11 seconds" in core and "- duration: 10 seconds" in official, (core, official)
     assert core.endswith("<|endoftext|>\n<|endoftext|>") or core.count("<|endoftext|>") == 2, core
     assert result["same_states"] < 1e-5, result
+    assert (
+        result["encode_before_eot"] < 1e-5
+        and result["encode_from_eot"] > 1e-3
+        and result["eot_from_end"] == 3
+    ), result
     assert result["lyrics_100"] < 1e-5 and result["lyrics_300"] > 1e-3 and result["padded"] > 1e-3, result
 
 
