@@ -543,6 +543,48 @@ def test_cores_own_15_prompt_and_encoders_differ_from_ours_where_the_readme_says
     assert result["lyrics_100"] < 1e-5 and result["lyrics_300"] > 1e-3 and result["padded"] > 1e-3, result
 
 
+def test_a_core_only_15_graph_and_ours_share_the_weights_and_make_different_songs(tmp_path):
+    """Core's own 1.5 graph (Text Encode Ace Step Audio 1.5 without the LM, Empty Ace Step 1.5 Latent Audio, KSampler
+    at its shift 3, euler, 8 steps) and ours (Encode Prompt and the turbo Sampler) on the very same tensors (DiT from
+    MODEL, Text Encoder + LM from core CLIP): each makes a finite song of the same length, and they differ, as the
+    README says (prompt text and masks, noise layout, schedule table; the test above names the first two)."""
+    from conftest import comfyui_root
+    from e2e.test_sampling_nodes import in_comfyui
+
+    if not (comfyui_root() / "comfy" / "text_encoders" / "ace15.py").is_file():
+        pytest.skip("this ComfyUI (0.3.76) has no ACE-Step 1.5 nodes of its own")
+    result = in_comfyui(
+        tmp_path,
+        f"""
+        import nodes as core_nodes
+        from comfy_extras.nodes_ace import EmptyAceStep15LatentAudio, TextEncodeAceStepAudio15
+        from acestep_pack.nodes.v15 import loaders, prompts, sampling
+
+        {core15_model(tmp_path)}
+        {core15_clip(tmp_path)}
+        te = loaders.AceStep15FromCoreCLIP.execute(clip).args[0]
+        dit = loaders.AceStep15DiTFromModel.execute(patcher, "turbo").args[0]
+        caption, lyrics = "lofi piano", "[verse]\\nLights on the river"
+
+        cond = TextEncodeAceStepAudio15.execute(clip, caption, lyrics, 0, 90, 6.0, "4", "en", "A minor", False, 2.0,
+                                                0.85, 0.9, 0, 0.0).args[0]
+        latent = EmptyAceStep15LatentAudio.execute(6.0, 1).args[0]
+        negative = core_nodes.ConditioningZeroOut().zero_out(cond)[0]
+        core_song = core_nodes.common_ksampler(patcher, 3, 8, 1.0, "euler", "simple", cond, negative, latent)[0]["samples"]
+
+        prompt = prompts.AceStep15Encode.execute(te, caption, lyrics, "en", 90, "A minor", "4").args[0]
+        our_song = sampling.AceStep15Sampler.execute(dit, prompt, latent, 3, 8, 3.0, 1.0, "ode", "text2music").args[0]["samples"]
+        core_tensors = {{id(p) for p in patcher.model.diffusion_model.parameters()}}
+        print(json.dumps({{"shapes": [list(core_song.shape), list(our_song.shape)],
+                          "finite": bool(torch.isfinite(core_song).all() and torch.isfinite(our_song).all()),
+                          "shared": all(id(p) in core_tensors for p in dit.model.parameters()),
+                          "rel": float((core_song.float() - our_song).norm() / our_song.norm())}}))
+        """,
+    )
+    assert result["shapes"] == [[1, 64, 150], [1, 64, 150]] and result["finite"] and result["shared"], result
+    assert result["rel"] > 1e-2, result
+
+
 def test_cores_15_vae_decodes_for_our_nodes_on_the_same_tensors(tmp_path):
     """Core's 1.5 VAE (what Load VAE gives for ace_1.5_vae.safetensors) through ACE-Step 1.5 VAE from core VAE: our
     VAE over core's own tensors (no copy), decoding what our loader's VAE from the same file decodes, and what
