@@ -336,6 +336,15 @@ class ModelHandle:
         return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
 
 
+def full_precision_dtype(node: str, input: str, modules: list[torch.nn.Module], fix: str) -> torch.dtype:
+    """The dtype of core's modules given on ``input``, which our views compute in; float8 storage (core's fp8
+    files) is refused with ``fix``."""
+    weights = [p for m in modules for p in m.parameters()]
+    if any(p.dtype not in (torch.float32, torch.bfloat16, torch.float16) for p in weights):
+        raise node_error(node, f"this {input.upper()} keeps its weights in float8", fix, input, input.upper())
+    return weights[0].dtype
+
+
 @dataclass
 class OverCoreTensors:
     """A handle over a core model's own tensors: ``model`` is our module built over whatever tensors core's module

@@ -32,6 +32,7 @@ from .common import (
     Vae,
     advanced,
     explained,
+    full_precision_dtype,
     model_choices,
     node_error,
     pick_dtype,
@@ -459,13 +460,10 @@ class AceStepDiTFromModel(io.ComfyNode):
                 "Load ace_step_v1_3.5b.safetensors with core's Load Checkpoint (for ACE-Step 1.5: ACE-Step 1.5 DiT "
                 "from MODEL).", "model", what,
             )  # fmt: skip
-        weights = list(inner.parameters())
-        if any(p.dtype not in (torch.float32, torch.bfloat16, torch.float16) for p in weights):
-            raise node_error(
-                node, "this MODEL keeps its weights in float8", "Use ACE-Step Load DiT (weight_dtype fp8_*) instead.",
-                "model", "MODEL",
-            )  # fmt: skip
-        return io.NodeOutput(CoreAceStepDiT(model, "core MODEL", weights[0].dtype))
+        dtype = full_precision_dtype(
+            node, "model", [inner], "Use ACE-Step Load DiT (weight_dtype fp8_*) instead."
+        )
+        return io.NodeOutput(CoreAceStepDiT(model, "core MODEL", dtype))
 
 
 class AceStepVAEFromCore(io.ComfyNode):

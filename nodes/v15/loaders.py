@@ -16,7 +16,15 @@ import comfy.model_management as mm
 import torch
 from comfy_api.latest import io
 
-from ..common import ModelHandle, explained, model_choices, node_error, pick_dtype, resolve_model
+from ..common import (
+    ModelHandle,
+    explained,
+    full_precision_dtype,
+    model_choices,
+    node_error,
+    pick_dtype,
+    resolve_model,
+)
 from ..loaders import DEFAULT_STORAGE, OPERATIONS, _dtype_input, _files_tooltip, _weight_dtype_input
 from .handles import (
     CATEGORY15,
@@ -377,14 +385,10 @@ class AceStep15DiTFromModel(io.ComfyNode):
                 "Load acestep_v1.5_*.safetensors with core's Load Diffusion Model (or use ACE-Step 1.5 Load DiT).",
                 "model", what,
             )  # fmt: skip
-        weights = dict(inner.named_parameters())
-        if any(p.dtype not in (torch.float32, torch.bfloat16, torch.float16) for p in weights.values()):
-            raise node_error(
-                node, "this MODEL keeps its weights in float8", "Use ACE-Step 1.5 Load DiT (weight_dtype fp8_*) instead.",
-                "model", "MODEL",
-            )  # fmt: skip
-        dtype = next(iter(weights.values())).dtype
-        dim = weights["decoder.proj_out.1.weight"].shape[1]
+        dtype = full_precision_dtype(
+            node, "model", [inner], "Use ACE-Step 1.5 Load DiT (weight_dtype fp8_*) instead."
+        )
+        dim = inner.get_parameter("decoder.proj_out.1.weight").shape[1]
         silence = silence_latent(node, "model", "MODEL", None, dim)  # (core keeps no file)
         return io.NodeOutput(CoreDiT15Handle(model, "core MODEL", dtype, variant, silence))
 
@@ -452,14 +456,10 @@ class AceStep15FromCoreCLIP(io.ComfyNode):
             )  # fmt: skip
         member = getattr(inner, "lm_model", None)
         parts = [inner.qwen3_06b] + ([getattr(inner, member)] if hasattr(inner, str(member)) else [])
-        weights = [p for part in parts for p in part.parameters()]
-        if any(p.dtype not in (torch.float32, torch.bfloat16, torch.float16) for p in weights):
-            raise node_error(
-                node, "this CLIP keeps its weights in float8",
-                "Use ACE-Step 1.5 Load Text Encoder and Load 5 Hz LM (weight_dtype fp8_*) instead.", "clip", "CLIP",
-            )  # fmt: skip
+        fix = "Use ACE-Step 1.5 Load Text Encoder and Load 5 Hz LM (weight_dtype fp8_*) instead."
+        te_dtype = full_precision_dtype(node, "clip", parts, fix)
         with explained(node, "clip", "CLIP", "Run inside ComfyUI (it ships the Qwen tokenizer files)."):
-            te = CoreTextEncoder15Handle(clip.patcher, "core CLIP", weights[0].dtype, find_tokenizer())
+            te = CoreTextEncoder15Handle(clip.patcher, "core CLIP", te_dtype, find_tokenizer())
             lm = None
             if len(parts) == 2:
                 lm_dtype = next(parts[1].parameters()).dtype
