@@ -18,6 +18,8 @@ side's LM module (CUDA events on a GPU, so no side is made to synchronise): a fo
 starts a phase (its prefill); every forward feeds one token; the decode rate of a phase is (its tokens - 1) /
 (the time from the end of its prefill to the end of its last forward); the time to the first audio code runs
 from the call's start to the start of the codes phase's second forward (the first code has been drawn then).
+On CUDA ours runs twice: as it comes (the codes phase replays one CUDA graph per token; each replay is timed as one
+forward) and with ``Planner.step = "eager"`` (the plain forward per token), the column "ours, no CUDA graphs".
 
 Generation (``--what pipeline``): the official ``AceStepHandler.generate_music`` (its parts set as
 ``initialize_service`` loads them, as tests/golden/make_v15_pipeline.py does) against our
@@ -452,17 +454,38 @@ def official_lm_side(folder: Path, device: str, dtype: torch.dtype) -> LMSide:
     return side
 
 
-def our_lm_side(folder: Path, device: str, dtype: torch.dtype, bpe: Path, max_duration) -> LMSide:
+def our_lm_side(
+    folder: Path, device: str, dtype: torch.dtype, bpe: Path, max_duration, name: str = "ours", step: str = "auto"
+) -> LMSide:  # fmt: skip
+    """Our planner; ``step``: its codes phase's decode step (auto: one CUDA graph per token on CUDA)."""
+    from acestep_models.v15.lm import StaticStep
     from acestep_models.v15.planner import load_planner
 
     planner = load_planner(folder, device=device, dtype=dtype, tokenizer=bpe, max_duration=max_duration)
+    planner.step = step
 
     def run(seconds: float):
         r = planner.plan(**lm_kwargs(seconds), seed=LM_SEED)
         return {"codes": r["audio_codes"], "metadata": r["metadata"]}
 
-    side = LMSide("ours", run, planner.model, lambda a, k: a[0].shape[1], device, tensor_bytes(planner.model))
+    side = LMSide(name, run, planner.model, lambda a, k: a[0].shape[1], device, tensor_bytes(planner.model))
     side.keep = planner
+    stepper = planner._codes_stepper
+
+    def timed_stepper(cache, batch):  # a graph's (or static) step bypasses the module's forward: timed as one
+        step = stepper(cache, batch)
+        if not isinstance(step, StaticStep):
+            return step
+
+        def timed(token):
+            start = side.clock.mark()
+            logits = step(token)
+            side.forwards.append((1, start, side.clock.mark()))
+            return logits
+
+        return timed
+
+    planner._codes_stepper = timed_stepper
     return side
 
 
@@ -583,15 +606,17 @@ def bench_lm(
 ) -> dict:
     """Every side on one LM folder: a warm-up, then ``--repeats`` runs (alternating when ``together``, else
     one side at a time, each freed before the next is loaded)."""
-    names = (["official"] if OFFICIAL else []) + ["ours"] + (["ComfyUI 0.20.1"] if ace15 else [])
+    eager = ["ours, no CUDA graphs"] if args.device == "cuda" else []
+    names = (["official"] if OFFICIAL else []) + ["ours"] + eager + (["ComfyUI 0.20.1"] if ace15 else [])
     state = {"max_duration": None, "metas": {}}
 
     def build(name):
         if name == "official":
             side = official_lm_side(folder, args.device, dtype)
             state["max_duration"] = side.max_duration
-        elif name == "ours":
-            side = our_lm_side(folder, args.device, dtype, args.bpe, state["max_duration"])
+        elif name.startswith("ours"):
+            step = "eager" if name in eager else "auto"
+            side = our_lm_side(folder, args.device, dtype, args.bpe, state["max_duration"], name, step)
         else:
             side = comfyui_lm_side(folder, args.device, dtype, ace15, state["metas"])
         return side
@@ -678,7 +703,7 @@ def lm_table(result: dict) -> list[str]:
         for n in names:
             if n == "official":
                 same.append("-")
-            elif n == "ours":
+            elif n.startswith("ours"):
                 same.append("yes" if med[n]["output"] == ref else "no")
             else:
                 same.append("n/a")

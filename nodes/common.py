@@ -19,6 +19,7 @@ from typing import ClassVar
 
 import comfy.model_management as mm
 import comfy.model_patcher
+import comfy.ops
 import folder_paths
 import torch
 from comfy_api.latest import io
@@ -304,6 +305,35 @@ def pick_dtype(choice: str, kind: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if mm.should_use_bf16(device) else mm.text_encoder_dtype(device)
 
 
+# --- Layers ----------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _borrow(layer: torch.nn.Module, like: torch.Tensor) -> Iterator[torch.Tensor]:
+    """A comfy.ops layer's weight, fetched as its own forward fetches it (from where the model manager keeps it:
+    an offloaded layer, dynamic VRAM's staging), for math outside that forward (our tied LM head)."""
+    if not (layer.comfy_cast_weights or layer.weight_function or layer.bias_function):
+        yield layer.weight.to(device=like.device, dtype=like.dtype)
+        return
+    weight, bias, stream = comfy.ops.cast_bias_weight(layer, like, offloadable=True)
+    try:
+        yield weight
+    finally:
+        comfy.ops.uncast_bias_weight(layer, weight, bias, stream)
+
+
+def _host_operations(base: type) -> type:
+    """ComfyUI's layer set ``base`` plus ``borrow`` (see acestep_models.common.ops)."""
+    return type(f"AceStep_{base.__name__}", (base,), {"borrow": staticmethod(_borrow)})
+
+
+# comfy.ops layers behave as torch.nn ones until the model manager streams a layer's weights (lowvram, dynamic VRAM):
+# then they cast per call. Our weights are kept in the compute dtype, so no manual cast is needed otherwise; float8
+# storage and views over core's tensors (whatever dtype core keeps) cast on every call.
+OPERATIONS = _host_operations(comfy.ops.disable_weight_init)
+CAST_OPERATIONS = _host_operations(comfy.ops.manual_cast)
+
+
 # --- Model handles ---------------------------------------------------------------------------------------------------
 
 
@@ -332,8 +362,45 @@ class ModelHandle:
         return self.model
 
     @staticmethod
-    def wrap(model: torch.nn.Module, load_device, offload_device) -> comfy.model_patcher.ModelPatcher:
-        return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+    def wrap(
+        model: torch.nn.Module, load_device, offload_device, dynamic: bool = True
+    ) -> comfy.model_patcher.ModelPatcher:
+        """``model`` in the patcher class ComfyUI gives its own models: ``CoreModelPatcher`` (0.18+; dynamic VRAM on
+        NVIDIA, the plain ModelPatcher elsewhere), looked up when called (ComfyUI's main.py picks it at start-up), or
+        the ModelPatcher of an older ComfyUI. ``dynamic=False``: the plain ModelPatcher, which loads the weights
+        whole where they fit (the LM: its token loop replays one CUDA graph per token, which needs them resident,
+        where dynamic VRAM fetches every layer's weights on every call)."""
+        plain = comfy.model_patcher.ModelPatcher
+        patcher = getattr(comfy.model_patcher, "CoreModelPatcher", plain) if dynamic else plain
+        return patcher(model, load_device=load_device, offload_device=offload_device)
+
+
+def core_module(
+    node: str,
+    input: str,
+    given,
+    path: str,
+    accepts: Callable[[object], bool],
+    wanted: str,
+    fix: str,
+    describe: Callable[[object], str] | None = None,
+) -> torch.nn.Module:
+    """The module core keeps in ``given`` (a MODEL, VAE or CLIP) at ``path`` (``model.diffusion_model``), when
+    ``accepts`` it; else an error naming what ``input`` holds instead (``describe(module)``, default its class)."""
+    inner = given
+    for name in path.split("."):
+        inner = getattr(inner, name, None)
+    if inner is None or not accepts(inner):
+        what = (
+            type(given).__name__ if inner is None else describe(inner) if describe else type(inner).__name__
+        )
+        raise node_error(node, f"this {input.upper()} holds {what}, not {wanted}", fix, input, what)
+    return inner
+
+
+def in_module(name: str) -> Callable[[object], bool]:
+    """``accepts`` for ``core_module``: a class defined in core's module ``name``."""
+    return lambda m: type(m).__module__ == name
 
 
 def full_precision_dtype(node: str, input: str, modules: list[torch.nn.Module], fix: str) -> torch.dtype:
@@ -355,12 +422,10 @@ class OverCoreTensors:
     _bound: tuple = field(default=(), init=False, repr=False)
 
     def _over(self, module: torch.nn.Module, build, buffers: bool = False) -> torch.nn.Module:
-        import comfy.ops
-
         params = dict(module.named_parameters()) | (dict(module.named_buffers()) if buffers else {})
         bound = tuple(id(p) for p in params.values())
         if self._view is None or bound != self._bound:
-            self._view, self._bound = build(params, operations=comfy.ops.manual_cast), bound
+            self._view, self._bound = build(params, operations=CAST_OPERATIONS), bound
         return self._view
 
 

@@ -10,13 +10,14 @@ moves it to the GPU when a node needs it and offloads or frees it when memory is
 from __future__ import annotations
 
 import comfy.model_management as mm
-import comfy.ops
 import torch
 from comfy_api.latest import io
 
 from .common import (
+    CAST_OPERATIONS,
     CATEGORY,
     DTYPE_CHOICES,
+    OPERATIONS,
     AceStepDiT,
     AceStepTextEncoder,
     AceStepVAE,
@@ -31,8 +32,10 @@ from .common import (
     TextEncoder,
     Vae,
     advanced,
+    core_module,
     explained,
     full_precision_dtype,
+    in_module,
     model_choices,
     node_error,
     pick_dtype,
@@ -40,10 +43,6 @@ from .common import (
     speaker_choices,
     vocab_choices,
 )
-
-# comfy.ops layers behave as torch.nn ones until the model manager streams a layer's weights (lowvram): then they
-# cast per call. Our weights are kept in the compute dtype, so no manual cast is needed otherwise.
-OPERATIONS = comfy.ops.disable_weight_init
 
 DTYPE_TOOLTIP = (
     "Precision of the weights. auto: float32 on CPU, bfloat16 on GPUs that run it fast (the official precision), "
@@ -104,7 +103,7 @@ def load_dit(
     dtype = pick_dtype(dtype_choice, "dit", device)
     storage = STORAGE_DTYPES.get(storage_choice)
     # narrow weights need layers that cast on every call: ComfyUI's manual_cast (which also streams them in lowvram)
-    operations = OPERATIONS if storage is None else comfy.ops.manual_cast
+    operations = OPERATIONS if storage is None else CAST_OPERATIONS
     with explained(
         node, input, value, "Pick an ACE-Step v1 DiT: the all-in-one file, a DiT file or the official folder."
     ):
@@ -452,14 +451,11 @@ class AceStepDiTFromModel(io.ComfyNode):
     @classmethod
     def execute(cls, model) -> io.NodeOutput:
         node = cls.TITLE
-        inner = getattr(getattr(model, "model", None), "diffusion_model", None)
-        if inner is None or type(inner).__module__ != "comfy.ldm.ace.model":
-            what = type(inner).__name__ if inner is not None else type(model).__name__
-            raise node_error(
-                node, f"this MODEL holds {what}, not ComfyUI's ACE-Step (v1) DiT",
-                "Load ace_step_v1_3.5b.safetensors with core's Load Checkpoint (for ACE-Step 1.5: ACE-Step 1.5 DiT "
-                "from MODEL).", "model", what,
-            )  # fmt: skip
+        inner = core_module(
+            node, "model", model, "model.diffusion_model", in_module("comfy.ldm.ace.model"),
+            "ComfyUI's ACE-Step (v1) DiT", "Load ace_step_v1_3.5b.safetensors with core's Load Checkpoint (for "
+            "ACE-Step 1.5: ACE-Step 1.5 DiT from MODEL).",
+        )  # fmt: skip
         dtype = full_precision_dtype(
             node, "model", [inner], "Use ACE-Step Load DiT (weight_dtype fp8_*) instead."
         )
@@ -483,14 +479,11 @@ class AceStepVAEFromCore(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae) -> io.NodeOutput:
-        inner = getattr(vae, "first_stage_model", None)
-        if inner is None or type(inner).__module__ != "comfy.ldm.ace.vae.music_dcae_pipeline":
-            what = type(inner).__name__ if inner is not None else type(vae).__name__
-            raise node_error(
-                cls.TITLE, f"this VAE holds {what}, not ComfyUI's ACE-Step (v1) music DCAE",
-                "Load ace_step_v1_3.5b.safetensors with core's Load Checkpoint (for ACE-Step 1.5: ACE-Step 1.5 VAE "
-                "from core VAE).", "vae", what,
-            )  # fmt: skip
+        inner = core_module(
+            cls.TITLE, "vae", vae, "first_stage_model", in_module("comfy.ldm.ace.vae.music_dcae_pipeline"),
+            "ComfyUI's ACE-Step (v1) music DCAE", "Load ace_step_v1_3.5b.safetensors with core's Load Checkpoint "
+            "(for ACE-Step 1.5: ACE-Step 1.5 VAE from core VAE).",
+        )  # fmt: skip
         return io.NodeOutput(CoreAceStepVAE(vae.patcher, "core VAE", next(inner.parameters()).dtype))
 
 
@@ -518,14 +511,11 @@ class AceStepTextEncoderFromCore(io.ComfyNode):
         from ..acestep_models.v1.text_encoder import UMT5Tokenizer
 
         node = cls.TITLE
-        inner = getattr(clip, "cond_stage_model", None)
-        if inner is None or type(inner).__name__ != "AceT5Model":
-            what = type(inner).__name__ if inner is not None else type(clip).__name__
-            raise node_error(
-                node, f"this CLIP holds {what}, not ComfyUI's ACE-Step (v1) UMT5",
-                "Load ace_step_v1_3.5b.safetensors with core's Load Checkpoint (for ACE-Step 1.5: ACE-Step 1.5 Text "
-                "Encoder + LM from core CLIP).", "clip", what,
-            )  # fmt: skip
+        inner = core_module(
+            node, "clip", clip, "cond_stage_model", lambda m: type(m).__name__ == "AceT5Model",
+            "ComfyUI's ACE-Step (v1) UMT5", "Load ace_step_v1_3.5b.safetensors with core's Load Checkpoint (for "
+            "ACE-Step 1.5: ACE-Step 1.5 Text Encoder + LM from core CLIP).",
+        )  # fmt: skip
         dtype = next(inner.parameters()).dtype
         with explained(node, "clip", "CLIP", "Load the CLIP with core's Load Checkpoint."):
             tokenizer = UMT5Tokenizer.from_sentencepiece(clip.tokenizer.umt5base.tokenizer.serialize_model())

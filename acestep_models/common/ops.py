@@ -5,11 +5,18 @@ Each model takes ``operations`` (a namespace with ``Linear``, ``Conv1d``, ``Conv
 host can swap in its own casting/offloading layers (``comfy.ops``). Standalone we use plain ``torch.nn``;
 models are built on the ``meta`` device by the loaders, so ``torch.nn``'s weight init never runs on real memory.
 
+A host may add ``borrow(layer, like)`` to its namespace: a context manager lending ``layer``'s weight, on ``like``'s
+device and dtype, to math outside the layer's own forward (a tied LM head reading the embedding matrix). A host that
+keeps weights away from the compute device (ComfyUI's offloaded layers, its dynamic VRAM) fetches it as the layer's
+own forward would; ``borrow`` below is the default.
+
 ``cast`` is our counterpart of ComfyUI's ``comfy.ops.manual_cast`` for weights stored narrower than the compute
 dtype (float8): its matrix layers cast their weight to the input's dtype on every call, so a 3.3 B DiT keeps 1 byte
 per weight in memory and computes in bfloat16 or float32.
 """
 
+import contextlib
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import torch
@@ -24,6 +31,17 @@ STORAGE_DTYPES = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5
 def resolve(operations):
     """``operations`` or the default namespace."""
     return DEFAULT if operations is None else operations
+
+
+@contextlib.contextmanager
+def borrow(layer: torch.nn.Module, like: torch.Tensor) -> Iterator[torch.Tensor]:
+    """``layer.weight`` on ``like``'s device and dtype (the default ``borrow``: the weight is where it is)."""
+    yield layer.weight.to(device=like.device, dtype=like.dtype)
+
+
+def borrower(operations):
+    """``operations.borrow``, or the default."""
+    return getattr(resolve(operations), "borrow", borrow)
 
 
 def _like(t: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:

@@ -72,7 +72,7 @@ class KVCache:
     column. ``max_len`` is the most columns the cache may hold; ``initial`` of them (default: all) are allocated
     now and the rest when a forward needs them (``grow``: the capacity doubles, what is written is copied), so a
     phase whose length is known allocates exactly that and one whose length is not (the CoT) starts small.
-    Columns past ``length`` are never read: they are allocated, not zeroed.
+    Columns past ``length`` are zeros: only a static step (``Qwen3ForCausalLM.static_step``) reads them, masked.
 
     ``key_valid`` [B, capacity] marks the columns that hold real tokens (False for the left padding);
     ``key_bias`` is the same as SDPA's additive mask (0 / -inf in the activations' dtype: what SDPA turns a
@@ -89,6 +89,7 @@ class KVCache:
         self.key_bias = torch.zeros(batch, 0, dtype=dtype, device=device)
         self.padded = False  # whether any written column is padding (else no mask is needed)
         self.length = 0
+        self._columns: torch.Tensor | None = None
         self.grow(max_len if initial is None else min(max(int(initial), 1), max_len))
 
     def grow(self, need: int) -> None:
@@ -105,7 +106,9 @@ class KVCache:
         def more(old: list[torch.Tensor]) -> list[torch.Tensor]:
             out = []
             for i in range(c.num_hidden_layers):
-                t = torch.empty(shape, dtype=self.dtype, device=self.device)
+                t = torch.zeros(
+                    shape, dtype=self.dtype, device=self.device
+                )  # (read, masked, by a static step)
                 if n:
                     t[:, :, :n] = old[i][:, :, :n]
                 out.append(t)
@@ -128,6 +131,18 @@ class KVCache:
         self.key_bias[:, start : start + length] = torch.where(valid, 0.0, float("-inf"))
         if length > 1 and not bool(valid.all()):  # one host read, at the prefill only
             self.padded = True
+
+    def static_mask(self, position: torch.Tensor) -> torch.Tensor:
+        """The additive [B, 1, 1, capacity] mask of a one-token step at the device column ``position`` [1]: what
+        ``step_mask`` gives, widened to every column (those past ``position`` at -inf). Marks the column real."""
+        # key_bias's width is a multiple of 16: the view below is a mask SDPA's CUDA kernels take as it is
+        width = self.key_bias.shape[1]
+        if self._columns is None or self._columns.shape[0] != width:
+            self._columns = torch.arange(width, device=self.device)
+        self.key_valid.index_fill_(1, position, True)
+        self.key_bias.index_fill_(1, position, 0.0)
+        mask = torch.where(self._columns <= position, self.key_bias, float("-inf"))
+        return mask[:, None, None, : self.capacity]
 
     def step_mask(self, start: int) -> torch.Tensor | None:
         """The additive [B, 1, 1, start + 1] mask of a one-token step at column ``start`` (a real token: it
@@ -165,14 +180,24 @@ class Qwen3CachedAttention(nn.Module):
         self.q_norm = Qwen3RMSNorm(self.head_dim, config.rms_norm_eps, dtype=dtype, device=device)
         self.k_norm = Qwen3RMSNorm(self.head_dim, config.rms_norm_eps, dtype=dtype, device=device)
 
-    def forward(self, x, cos, sin, cache: KVCache, layer: int, mask: torch.Tensor | None) -> torch.Tensor:
-        """x: [B, L, D] for the columns ``cache.length .. +L-1`` -> [B, L, D]."""
+    def forward(
+        self, x, cos, sin, cache: KVCache, layer: int, mask: torch.Tensor | None, position=None
+    ) -> torch.Tensor:
+        """x: [B, L, D] for the columns ``cache.length .. +L-1`` -> [B, L, D]; or, with ``position`` (a device
+        column [1], L = 1, ``mask`` from ``KVCache.static_mask``), for that column: the static step."""
         B, L, _ = x.shape
         start = cache.length
         q = self.q_norm(self.q_proj(x).view(B, L, -1, self.head_dim)).transpose(1, 2)  # [B, H, L, Dh]
         k = self.k_norm(self.k_proj(x).view(B, L, -1, self.head_dim)).transpose(1, 2)  # [B, Hkv, L, Dh]
         v = self.v_proj(x).view(B, L, -1, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if position is not None:
+            cache.k[layer].index_copy_(2, position, k)
+            cache.v[layer].index_copy_(2, position, v)
+            out = F.scaled_dot_product_attention(
+                q, cache.k[layer], cache.v[layer], attn_mask=mask, scale=self.head_dim**-0.5, enable_gqa=True
+            )
+            return self.o_proj(out.transpose(1, 2).reshape(B, L, -1))
         cache.k[layer][:, :, start : start + L] = k
         cache.v[layer][:, :, start : start + L] = v
         keys, values = cache.k[layer][:, :, : start + L], cache.v[layer][:, :, : start + L]
@@ -200,8 +225,8 @@ class Qwen3LMDecoderLayer(nn.Module):
         self.input_layernorm = Qwen3RMSNorm(config.hidden_size, eps, dtype=dtype, device=device)
         self.post_attention_layernorm = Qwen3RMSNorm(config.hidden_size, eps, dtype=dtype, device=device)
 
-    def forward(self, x, cos, sin, cache: KVCache, layer: int, mask) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer, mask)
+    def forward(self, x, cos, sin, cache: KVCache, layer: int, mask, position=None) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer, mask, position)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -235,6 +260,7 @@ class Qwen3ForCausalLM(nn.Module):
             )
         else:
             self.lm_head = None
+        self._borrow = ops.borrower(operations)  # the tied head reads the embedding as the host lends it
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
@@ -266,8 +292,8 @@ class Qwen3ForCausalLM(nn.Module):
     def head(self, h: torch.Tensor) -> torch.Tensor:
         if self.lm_head is not None:
             return self.lm_head(h)
-        w = self.model.embed_tokens.weight
-        return F.linear(h, w.to(device=h.device, dtype=h.dtype))
+        with self._borrow(self.model.embed_tokens, h) as w:
+            return F.linear(h, w)
 
     def forward(
         self,
@@ -293,7 +319,69 @@ class Qwen3ForCausalLM(nn.Module):
         logits = self.head(self.model.norm(x)).float()
         return logits if all_logits else logits[:, -1]
 
+    def static_step(self, input_ids: torch.Tensor, position: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One token per row (``input_ids`` [B, 1]) at the device column ``position`` [1] -> float32 logits [B, V],
+        with every shape fixed and nothing read from the host (``cache.length`` is the caller's to advance): the
+        step a CUDA graph captures once and replays (``CudaGraphStep``). It attends over the whole cache, the
+        columns past ``position`` masked; the same logits as ``forward`` to float rounding."""
+        x = self.model.embed_tokens(input_ids)
+        cos, sin = self._rotary(0, cache.max_len, x)
+        cos, sin = cos.index_select(0, position), sin.index_select(0, position)
+        mask = cache.static_mask(position)
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, cos, sin, cache, i, mask, position)
+        return self.head(self.model.norm(x)).float()[:, -1]
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         if self.lm_head is None:  # tied: the head is the embedding; a stored copy is not read
             state_dict.pop(prefix + "lm_head.weight", None)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class StaticStep:
+    """The decode step of a phase as ``static_step`` over buffers that keep their address (the token ids, the
+    column): what ``CudaGraphStep`` captures, run as it is (on any device; the tests run it on the CPU)."""
+
+    def __init__(self, model: Qwen3ForCausalLM, cache: KVCache):
+        if cache.capacity != cache.max_len:
+            raise ValueError("5 Hz LM: a static step needs the whole cache allocated")
+        self.model, self.cache = model, cache
+        self.ids = torch.zeros(cache.batch, 1, dtype=torch.long, device=cache.device)
+        self.position = torch.zeros(1, dtype=torch.long, device=cache.device)
+
+    def _feed(self, token: torch.Tensor) -> None:
+        self.ids.copy_(token.view(1, 1).expand(self.cache.batch, 1))
+        self.position.fill_(self.cache.length)  # a host integer the loop knows: no read-back
+
+    def __call__(self, token: torch.Tensor) -> torch.Tensor:
+        """``token`` [1] (every row is fed the same, as the CFG rows are) -> logits [B, V] of the next column."""
+        self._feed(token)
+        logits = self.model.static_step(self.ids, self.position, self.cache)
+        self.cache.length += 1
+        return logits
+
+
+class CudaGraphStep(StaticStep):
+    """``StaticStep`` as one CUDA graph: captured at the first call (after a warm-up on a side stream, which writes
+    the column the first real step then overwrites), replayed for every token: one launch per token instead of
+    some 20 per layer. The logits come back in the graph's own buffer, valid until the next call."""
+
+    def __init__(self, model: Qwen3ForCausalLM, cache: KVCache):
+        super().__init__(model, cache)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.logits: torch.Tensor | None = None
+
+    def __call__(self, token: torch.Tensor) -> torch.Tensor:
+        self._feed(token)
+        if self.graph is None:
+            side = torch.cuda.Stream(device=self.cache.device)
+            side.wait_stream(torch.cuda.current_stream(self.cache.device))
+            with torch.cuda.stream(side):
+                self.model.static_step(self.ids, self.position, self.cache)
+            torch.cuda.current_stream(self.cache.device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.logits = self.model.static_step(self.ids, self.position, self.cache)
+        self.graph.replay()
+        self.cache.length += 1
+        return self.logits

@@ -530,7 +530,7 @@ def generate(
     tok = models.tokenizer
     text_ids, text_mask = tok.batch([caption_text] * batch, prompts.CAPTION_MAX_LENGTH)
     lyric_ids, lyric_mask = tok.batch([lyric_text] * batch, prompts.LYRIC_MAX_LENGTH)
-    enc_device = next(models.text_encoder.parameters()).device
+    enc_device = models.text_encoder.device
     text_h = models.text_encoder.encode(text_ids.to(enc_device)).to(device, dtype)
     lyric_h = models.text_encoder.embed(lyric_ids.to(enc_device)).to(device, dtype)
     text_mask, lyric_mask = text_mask.to(device), lyric_mask.to(device)

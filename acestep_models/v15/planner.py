@@ -19,7 +19,10 @@ prompt, doubled when a caption runs longer. The codes phase keeps its mask and s
 official rule ("EOS blocked until ``int(duration * 5)`` codes, then forced") fixes the number of steps in
 advance, so no token is read back to the host until the phase ends, and its sampling reads nothing back either
 (top-k / top-p mask in place; the draw is ``torch.multinomial``'s own algorithm written out, without its two
-validity reads). Phase 1 (tens of tokens) runs the decoder on the host, as the official one.
+validity reads). On a CUDA device with the LM's weights resident, the codes phase's one-token forward is one CUDA
+graph, captured at its first token and replayed for every other (``lm.CudaGraphStep``: the step attends over the
+whole preallocated cache with the columns past its own masked, its column a device tensor; ``Planner.step``).
+Phase 1 (tens of tokens) runs the decoder on the host, as the official one.
 
 Official quirks reproduced:
 - phase 1 never writes ``</think>``: with ``stop_at_reasoning`` the decoder forces EOS as soon as the ``</think>``
@@ -56,6 +59,7 @@ from pathlib import Path
 import torch
 
 from ..common.progress import Interrupt, Interrupted, Progress, check_interrupt
+from .lm import CudaGraphStep, StaticStep
 
 # --- Official constants (acestep/constants.py, constrained_logits_processor.py, llm_inference.py) ---------------
 
@@ -81,6 +85,7 @@ MAX_MODEL_LEN = 4096  # official LLMHandler.max_model_len; max_new_tokens <= it 
 CODES_PER_SECOND = 5
 # KV-cache columns past the prompt a phase of unknown length starts with (a CoT: ~30 tokens, ~300 with a caption)
 CACHE_START = 256
+STEPS = ("auto", "eager", "static", "graph")  # the codes phase's decode step (Planner.step)
 ENDOFTEXT, IM_END = "<|endoftext|>", "<|im_end|>"
 THINK, THINK_END = "<think>", "</think>"
 FIELD_ORDER = ("bpm", "caption", "duration", "genres", "keyscale", "language", "timesignature")
@@ -705,8 +710,13 @@ class Planner:
     one official ``generate_with_stop_condition`` call. ``max_duration``: the official GPU tier's
     ``max_duration_with_lm`` (240 s on the CPU; None: 240 on the CPU, else the top tier's 600)."""
 
-    def __init__(self, model, tokenizer: LMTokenizer, max_duration: int | None = None):
+    def __init__(
+        self, model, tokenizer: LMTokenizer, max_duration: int | None = None, step: str = "auto"
+    ):  # fmt: skip
         self.model, self.tok = model, tokenizer
+        if step not in STEPS:
+            raise ValueError(f"5 Hz LM: step must be one of {STEPS}, not {step!r}")
+        self.step = step
         if max_duration is None:
             max_duration = CPU_MAX_DURATION if model.device.type == "cpu" else DURATION_MAX
         self.max_duration = int(max_duration)
@@ -807,6 +817,25 @@ class Planner:
     def _step(self, token: torch.Tensor, cache, B: int) -> torch.Tensor:
         return self.model(token.view(1, 1).expand(B, 1), cache)
 
+    def _codes_stepper(self, cache, B: int):
+        """The codes phase's one-token step: one CUDA graph per token where the LM is on a CUDA device with every
+        weight there (not streamed by a host) and the cache is allocated whole (a target duration); else the
+        forward as it is. ``step``: "auto", "eager", "static" (the graph's step without the graph, any device)."""
+        mode = self.step
+        if mode == "auto":
+            model = self.model
+            resident = all(t.device == cache.device for t in (*model.parameters(), *model.buffers()))
+            mode = (
+                "graph"
+                if cache.device.type == "cuda" and resident and cache.capacity == cache.max_len
+                else "eager"
+            )
+        if mode == "graph":
+            return CudaGraphStep(self.model, cache)
+        if mode == "static":
+            return StaticStep(self.model, cache)
+        return lambda token: self._step(token, cache, B)
+
     def _host_loop(self, logits, cache, row, L, sampling, fsm, max_new, generator, progress, interrupt):
         """Phase 1: the decoder reads each token on the host (as the official one)."""
         B = logits.shape[0]
@@ -847,6 +876,7 @@ class Planner:
         block_eos = mask.clone()
         block_eos[0, t.eos] = float("-inf")
         CHECK_EVERY = 64
+        step = self._codes_stepper(cache, B)
         for i in range(steps):
             check_interrupt(interrupt)
             scores = self._guided(
@@ -861,7 +891,7 @@ class Planner:
                 if bool((row[0, L : L + i + 1] == t.eos).any()):
                     break
             if i + 1 < steps:
-                logits = self._step(token, cache, B)
+                logits = step(token)
         fsm.codes_count += steps
         generated = row[0, L : L + steps].tolist()
         if target is None and t.eos in generated:

@@ -223,6 +223,17 @@ class Qwen3Model(nn.Module):
         )
         self.norm = Qwen3RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype, device=device)
 
+    @property
+    def device(self) -> torch.device:
+        """Where it computes: a host streaming the layers' weights (ComfyUI's offloading) keeps the norms there."""
+        return self.norm.weight.device
+
+    @device.setter
+    def device(
+        self, value
+    ) -> None:  # ComfyUI's ModelPatcher writes model.device; the weights say where it is
+        pass
+
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The lyric path: ``embed_tokens(ids)`` [B, L, hidden], no transformer layer (official
         ``infer_lyric_embeddings``)."""
@@ -251,5 +262,4 @@ def encode_text(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The official ``preprocess_batch`` text step: (text_hidden_states, lyric_hidden_states) for padded id
     batches (``Qwen3Tokenizer.batch``), on the model's device and dtype."""
-    device = next(model.parameters()).device
-    return model.encode(caption_ids.to(device)), model.embed(lyric_ids.to(device))
+    return model.encode(caption_ids.to(model.device)), model.embed(lyric_ids.to(model.device))

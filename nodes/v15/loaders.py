@@ -17,15 +17,19 @@ import torch
 from comfy_api.latest import io
 
 from ..common import (
+    CAST_OPERATIONS,
+    OPERATIONS,
     ModelHandle,
+    core_module,
     explained,
     full_precision_dtype,
+    in_module,
     model_choices,
     node_error,
     pick_dtype,
     resolve_model,
 )
-from ..loaders import DEFAULT_STORAGE, OPERATIONS, _dtype_input, _files_tooltip, _weight_dtype_input
+from ..loaders import DEFAULT_STORAGE, _dtype_input, _files_tooltip, _weight_dtype_input
 from .handles import (
     CATEGORY15,
     LM15,
@@ -94,7 +98,6 @@ def silence_latent(node: str, input: str, value: str, path: Path | None, dim: in
 def load_dit15(
     node: str, input: str, value: str, variant: str, dtype_choice: str, storage_choice: str
 ) -> DiT15Handle:
-    import comfy.ops
 
     from ...acestep_models.common.ops import STORAGE_DTYPES
     from ...acestep_models.v15.checkpoint import load_dit
@@ -104,7 +107,7 @@ def load_dit15(
     device, offload = mm.get_torch_device(), mm.unet_offload_device()
     dtype = pick_dtype(dtype_choice, "dit", device)
     storage = STORAGE_DTYPES.get(storage_choice)
-    operations = OPERATIONS if storage is None else comfy.ops.manual_cast
+    operations = OPERATIONS if storage is None else CAST_OPERATIONS
     fix = "Pick an ACE-Step 1.5 DiT: the official acestep-v15-* folder, ComfyUI's acestep_v1.5_*.safetensors or its all-in-one file."
     with explained(node, input, value, fix):
         model = load_dit(
@@ -145,7 +148,6 @@ def load_text_encoder15(
 
 
 def load_lm15(node: str, input: str, value: str, dtype_choice: str, storage_choice: str) -> LM15Handle:
-    import comfy.ops
 
     from ...acestep_models.common.ops import STORAGE_DTYPES
     from ...acestep_models.v15.checkpoint import load_lm
@@ -154,7 +156,7 @@ def load_lm15(node: str, input: str, value: str, dtype_choice: str, storage_choi
     device, offload = mm.text_encoder_device(), mm.text_encoder_offload_device()
     dtype = pick_dtype(dtype_choice, "text_encoder", device)
     storage = STORAGE_DTYPES.get(storage_choice)
-    operations = OPERATIONS if storage is None else comfy.ops.manual_cast
+    operations = OPERATIONS if storage is None else CAST_OPERATIONS
     fix = (
         "Pick ACE-Step 1.5's 5 Hz LM: the official acestep-5Hz-lm-* folder, ComfyUI's qwen_1.7b_ace15 / qwen_4b_ace15 "
         "file or its all-in-one file."
@@ -163,7 +165,8 @@ def load_lm15(node: str, input: str, value: str, dtype_choice: str, storage_choi
         model, tokenizer = load_lm(
             path, dtype=dtype, device=offload, operations=operations, weight_dtype=storage
         )
-    return LM15Handle(ModelHandle.wrap(model.eval(), device, offload), str(path), dtype, tokenizer)
+    patcher = ModelHandle.wrap(model.eval(), device, offload, dynamic=False)  # (see wrap)
+    return LM15Handle(patcher, str(path), dtype, tokenizer)
 
 
 # --- nodes -----------------------------------------------------------------------------------------------------------
@@ -377,14 +380,11 @@ class AceStep15DiTFromModel(io.ComfyNode):
     @classmethod
     def execute(cls, model, variant: str = "turbo") -> io.NodeOutput:
         node = cls.TITLE
-        inner = getattr(getattr(model, "model", None), "diffusion_model", None)
-        if inner is None or type(inner).__module__ != "comfy.ldm.ace.ace_step15":
-            what = type(inner).__name__ if inner is not None else type(model).__name__
-            raise node_error(
-                node, f"this MODEL holds {what}, not ComfyUI's ACE-Step 1.5 DiT",
-                "Load acestep_v1.5_*.safetensors with core's Load Diffusion Model (or use ACE-Step 1.5 Load DiT).",
-                "model", what,
-            )  # fmt: skip
+        inner = core_module(
+            node, "model", model, "model.diffusion_model", in_module("comfy.ldm.ace.ace_step15"),
+            "ComfyUI's ACE-Step 1.5 DiT", "Load acestep_v1.5_*.safetensors with core's Load Diffusion Model (or use "
+            "ACE-Step 1.5 Load DiT).",
+        )  # fmt: skip
         dtype = full_precision_dtype(
             node, "model", [inner], "Use ACE-Step 1.5 Load DiT (weight_dtype fp8_*) instead."
         )
@@ -410,14 +410,13 @@ class AceStep15VAEFromCore(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae) -> io.NodeOutput:
-        inner = getattr(vae, "first_stage_model", None)
         rate = getattr(vae, "audio_sample_rate", None)
-        if type(inner).__name__ != "AudioOobleckVAE" or rate != 48000:
-            what = f"{type(inner).__name__} at {rate} Hz" if inner is not None else type(vae).__name__
-            raise node_error(
-                cls.TITLE, f"this VAE holds {what}, not ACE-Step 1.5's 48 kHz Oobleck VAE",
-                "Load ace_1.5_vae.safetensors with core's Load VAE (or use ACE-Step 1.5 Load VAE).", "vae", what,
-            )  # fmt: skip
+        inner = core_module(
+            cls.TITLE, "vae", vae, "first_stage_model",
+            lambda m: type(m).__name__ == "AudioOobleckVAE" and rate == 48000, "ACE-Step 1.5's 48 kHz Oobleck VAE",
+            "Load ace_1.5_vae.safetensors with core's Load VAE (or use ACE-Step 1.5 Load VAE).",
+            describe=lambda m: f"{type(m).__name__} at {rate} Hz",
+        )  # fmt: skip
         dtype = next(inner.parameters()).dtype
         return io.NodeOutput(CoreVae15Handle(vae.patcher, "core VAE", dtype))
 
@@ -446,14 +445,11 @@ class AceStep15FromCoreCLIP(io.ComfyNode):
         from ...acestep_models.v15.checkpoint import find_lm_tokenizer, find_tokenizer
 
         node = cls.TITLE
-        inner = getattr(clip, "cond_stage_model", None)
-        if inner is None or type(inner).__module__ != "comfy.text_encoders.ace15":
-            what = type(inner).__name__ if inner is not None else type(clip).__name__
-            raise node_error(
-                node, f"this CLIP holds {what}, not ComfyUI's ACE-Step 1.5 text encoders",
-                "Load qwen_0.6b_ace15 and qwen_1.7b_ace15 with core's DualCLIPLoader, type ace (or use ACE-Step 1.5 "
-                "Load Text Encoder and Load 5 Hz LM).", "clip", what,
-            )  # fmt: skip
+        inner = core_module(
+            node, "clip", clip, "cond_stage_model", in_module("comfy.text_encoders.ace15"),
+            "ComfyUI's ACE-Step 1.5 text encoders", "Load qwen_0.6b_ace15 and qwen_1.7b_ace15 with core's "
+            "DualCLIPLoader, type ace (or use ACE-Step 1.5 Load Text Encoder and Load 5 Hz LM).",
+        )  # fmt: skip
         member = getattr(inner, "lm_model", None)
         parts = [inner.qwen3_06b] + ([getattr(inner, member)] if hasattr(inner, str(member)) else [])
         fix = "Use ACE-Step 1.5 Load Text Encoder and Load 5 Hz LM (weight_dtype fp8_*) instead."

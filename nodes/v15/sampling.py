@@ -304,8 +304,7 @@ class AceStep15Sampler(io.ComfyNode):
         te = prompt.text_encoder
         handles = [dit, te] + ([vae] if vae is not None else [])
         mm.load_models_gpu([h.patcher for h in handles])
-        model = dit.model
-        device = next(model.parameters()).device
+        model, device = dit.model, dit.device
         models = Models15(
             model, vae.model if vae is not None else None, te.model, te.tokenizer,
             dit.silence.to(device, model.dtype), dit.variant,

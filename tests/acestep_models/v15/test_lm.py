@@ -241,3 +241,66 @@ def test_codes_phase_reads_nothing_back_per_token(planner):
         assert out["audio_codes"].count("<|audio_code_") == seconds * 5 and set(out["phases"]) == {"codes"}
         counts.append(mode.count)
     assert counts[0] == counts[1] <= 2, counts
+
+
+@pytest.fixture(scope="module")
+def static_planner(planner) -> P.Planner:
+    """The same LM and tokenizer, its codes phase stepped by ``lm.StaticStep``: the step a CUDA graph captures."""
+    return P.Planner(planner.model, planner.tok, step="static")
+
+
+@pytest.mark.parametrize("name", ["user_metas", "greedy_no_cfg", "topk_topp_penalty", "negative_prompt_cfg"])
+def test_the_cuda_graphs_step_plans_the_official_tokens(static_planner, name):
+    """The codes phase through the static step (the whole cache attended, masked past the column; the column a
+    device tensor) gives the official plan token for token, CFG's padded rows included."""
+    _check_case(static_planner, name)
+
+
+def test_the_cuda_graphs_step_is_one_fixed_sequence_of_ops(static_planner):
+    """What CUDA graphs need of the step they capture once and replay for every token: the same ops on the same
+    shapes with the same host arguments at every token after the warm-up (nothing of the step's column reaches an op
+    as a host number), nothing read back, and its logits those of the plain forward to float rounding."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from acestep_models.v15 import lm
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            def show(a):
+                if isinstance(a, torch.Tensor):
+                    return ("T", tuple(a.shape), a.dtype)
+                if isinstance(a, (list, tuple)):
+                    return tuple(show(x) for x in a)
+                if isinstance(a, dict):
+                    return tuple((k, show(v)) for k, v in a.items())
+                return a
+
+            self.ops.append((str(func), show(args), show(kwargs or {})))
+            return func(*args, **(kwargs or {}))
+
+    model, tok = static_planner.model, static_planner.tok
+    ids, valid = tok.left_padded(["a prompt for the codes", "NO USER INPUT"])  # CFG's two rows, one padded
+    steps = []
+    cache = model.new_cache(2, ids.shape[1] + 8)
+    plain = model.new_cache(2, ids.shape[1] + 8)
+    model(ids, cache, valid=valid)
+    model(ids, plain, valid=valid)
+    step = lm.StaticStep(model, cache)
+    worst = 0.0
+    for token in (11, 4242, 151700, 7, 99):
+        t = torch.tensor([token])
+        step._feed(t)
+        with Record() as rec:
+            logits = model.static_step(step.ids, step.position, cache)
+        cache.length += 1
+        steps.append(rec.ops)
+        worst = max(worst, _rel(logits, model(t.view(1, 1).expand(2, 1), plain)))
+    # the first step (CudaGraphStep's warm-up, outside the graph) also makes the step's column table
+    assert all(ops == steps[1] for ops in steps[2:]) and len(steps[0]) == len(steps[1]) + 1
+    reads = ("_local_scalar_dense", "is_nonzero", "nonzero", "item", "equal")
+    assert not [op for op in steps[1] if any(r in op[0] for r in reads)]
+    assert worst < 1e-5, worst
