@@ -348,6 +348,24 @@ def _code(block: str) -> str:
     return textwrap.indent(textwrap.dedent(block), "        ").strip()
 
 
+def with_core15(tmp_path: Path, code: str) -> dict:
+    """``in_comfyui(code)`` after core's own 1.5 MODEL (``patcher``) and CLIP (``clip``) are built and taken as ours
+    over the same tensors (``dit``, ``te``); skipped on a ComfyUI without ACE-Step 1.5 of its own (0.3.76)."""
+    from conftest import comfyui_root
+    from e2e.test_sampling_nodes import in_comfyui
+
+    if not (comfyui_root() / "comfy" / "text_encoders" / "ace15.py").is_file():
+        pytest.skip("this ComfyUI (0.3.76) has no ACE-Step 1.5 nodes of its own")
+    prelude = f"""
+        from acestep_pack.nodes.v15 import loaders
+        {core15_model(tmp_path)}
+        {core15_clip(tmp_path)}
+        te = loaders.AceStep15FromCoreCLIP.execute(clip).args[0]
+        dit = loaders.AceStep15DiTFromModel.execute(patcher, "turbo").args[0]
+    """
+    return in_comfyui(tmp_path, prelude + code)
+
+
 def test_cores_15_model_drives_our_sampler_on_the_same_tensors(tmp_path):
     """Core's 1.5 MODEL (what Load Diffusion Model gives) through ACE-Step 1.5 DiT from MODEL: our DiT over core's
     own tensors (no copy), generating what our loader's DiT from the same file generates, with our Load LoRA on
@@ -476,21 +494,10 @@ def test_cores_own_15_prompt_and_encoders_differ_from_ours_where_the_readme_says
     encoder equals the
     official one up to 128 lyric tokens and differs past them (no sliding window), and on a padded batch (no
     padding mask)."""
-    from conftest import comfyui_root
-    from e2e.test_sampling_nodes import in_comfyui
-
-    if not (comfyui_root() / "comfy" / "text_encoders" / "ace15.py").is_file():
-        pytest.skip("this ComfyUI (0.3.76) has no ACE-Step 1.5 nodes of its own")
-    result = in_comfyui(
+    result = with_core15(
         tmp_path,
-        f"""
+        """
         from acestep_pack.acestep_models.v15 import prompts as P
-        from acestep_pack.nodes.v15 import loaders
-
-        {core15_model(tmp_path)}
-        {core15_clip(tmp_path)}
-        te = loaders.AceStep15FromCoreCLIP.execute(clip).args[0]
-        dit = loaders.AceStep15DiTFromModel.execute(patcher, "turbo").args[0]
 
         # the DiT prompt: the text core tokenizes, and both Qwen3s on exactly those ids
         tokens = clip.tokenize("lofi piano", lyrics="[verse]\\nLights on the river", bpm=90, duration=10.2, timesignature=4,
@@ -513,7 +520,7 @@ def test_cores_own_15_prompt_and_encoders_differ_from_ours_where_the_readme_says
             return encoder(inputs_embeds=x, attention_mask=mask)
         rel = lambda a, b: float((a - b).norm() / b.norm())
         core_enc, our_enc = patcher.model.diffusion_model.encoder.lyric_encoder, dit.model.encoder.lyric_encoder
-        out = {{}}
+        out = {}
         for n in (100, 300):
             x = torch.randn(1, n, 32, generator=g)
             mask = torch.ones(1, n, dtype=torch.long)
@@ -522,11 +529,11 @@ def test_cores_own_15_prompt_and_encoders_differ_from_ours_where_the_readme_says
         mask = torch.ones(2, 60, dtype=torch.long)
         mask[1, 40:] = 0  # the second item's lyrics are shorter: padding
         padded = rel(lyric(core_enc, x, mask)[1, :40], lyric(our_enc, x, mask)[1, :40])
-        print(json.dumps({{"core_text": core_text, "official": official,
+        print(json.dumps({"core_text": core_text, "official": official,
                           "same_states": rel(ours_on_core_text, core_on_core_text),
                           "encode_before_eot": rel(cond[:, :eot], ours_on_core_text[:, :eot]),
                           "encode_from_eot": rel(cond[:, eot:], ours_on_core_text[:, eot:]), "eot_from_end": len(core_ids) - eot,
-                          "lyrics_100": out[100], "lyrics_300": out[300], "padded": padded}}))
+                          "lyrics_100": out[100], "lyrics_300": out[300], "padded": padded}))
         """,
     )
     core, official = result["core_text"], result["official"]
@@ -548,22 +555,13 @@ def test_a_core_only_15_graph_and_ours_share_the_weights_and_make_different_song
     at its shift 3, euler, 8 steps) and ours (Encode Prompt and the turbo Sampler) on the very same tensors (DiT from
     MODEL, Text Encoder + LM from core CLIP): each makes a finite song of the same length, and they differ, as the
     README says (prompt text and masks, noise layout, schedule table; the test above names the first two)."""
-    from conftest import comfyui_root
-    from e2e.test_sampling_nodes import in_comfyui
-
-    if not (comfyui_root() / "comfy" / "text_encoders" / "ace15.py").is_file():
-        pytest.skip("this ComfyUI (0.3.76) has no ACE-Step 1.5 nodes of its own")
-    result = in_comfyui(
+    result = with_core15(
         tmp_path,
-        f"""
+        """
         import nodes as core_nodes
         from comfy_extras.nodes_ace import EmptyAceStep15LatentAudio, TextEncodeAceStepAudio15
-        from acestep_pack.nodes.v15 import loaders, prompts, sampling
+        from acestep_pack.nodes.v15 import prompts, sampling
 
-        {core15_model(tmp_path)}
-        {core15_clip(tmp_path)}
-        te = loaders.AceStep15FromCoreCLIP.execute(clip).args[0]
-        dit = loaders.AceStep15DiTFromModel.execute(patcher, "turbo").args[0]
         caption, lyrics = "lofi piano", "[verse]\\nLights on the river"
 
         cond = TextEncodeAceStepAudio15.execute(clip, caption, lyrics, 0, 90, 6.0, "4", "en", "A minor", False, 2.0,
@@ -574,11 +572,11 @@ def test_a_core_only_15_graph_and_ours_share_the_weights_and_make_different_song
 
         prompt = prompts.AceStep15Encode.execute(te, caption, lyrics, "en", 90, "A minor", "4").args[0]
         our_song = sampling.AceStep15Sampler.execute(dit, prompt, latent, 3, 8, 3.0, 1.0, "ode", "text2music").args[0]["samples"]
-        core_tensors = {{id(p) for p in patcher.model.diffusion_model.parameters()}}
-        print(json.dumps({{"shapes": [list(core_song.shape), list(our_song.shape)],
+        core_tensors = {id(p) for p in patcher.model.diffusion_model.parameters()}
+        print(json.dumps({"shapes": [list(core_song.shape), list(our_song.shape)],
                           "finite": bool(torch.isfinite(core_song).all() and torch.isfinite(our_song).all()),
                           "shared": all(id(p) in core_tensors for p in dit.model.parameters()),
-                          "rel": float((core_song.float() - our_song).norm() / our_song.norm())}}))
+                          "rel": float((core_song.float() - our_song).norm() / our_song.norm())}))
         """,
     )
     assert result["shapes"] == [[1, 64, 150], [1, 64, 150]] and result["finite"] and result["shared"], result
