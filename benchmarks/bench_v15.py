@@ -458,7 +458,6 @@ def our_lm_side(
     folder: Path, device: str, dtype: torch.dtype, bpe: Path, max_duration, name: str = "ours", step: str = "auto"
 ) -> LMSide:  # fmt: skip
     """Our planner; ``step``: its codes phase's decode step (auto: one CUDA graph per token on CUDA)."""
-    from acestep_models.v15.lm import StaticStep
     from acestep_models.v15.planner import load_planner
 
     planner = load_planner(folder, device=device, dtype=dtype, tokenizer=bpe, max_duration=max_duration)
@@ -474,13 +473,12 @@ def our_lm_side(
 
     def timed_stepper(cache, batch):  # a graph's (or static) step bypasses the module's forward: timed as one
         step = stepper(cache, batch)
-        if not isinstance(step, StaticStep):
-            return step
 
         def timed(token):
-            start = side.clock.mark()
+            n, start = len(side.forwards), side.clock.mark()
             logits = step(token)
-            side.forwards.append((1, start, side.clock.mark()))
+            if len(side.forwards) == n:  # (an eager step went through the module's hooks)
+                side.forwards.append((1, start, side.clock.mark()))
             return logits
 
         return timed

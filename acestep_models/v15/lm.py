@@ -364,7 +364,9 @@ class StaticStep:
 class CudaGraphStep(StaticStep):
     """``StaticStep`` as one CUDA graph: captured at the first call (after a warm-up on a side stream, which writes
     the column the first real step then overwrites), replayed for every token: one launch per token instead of
-    some 20 per layer. The logits come back in the graph's own buffer, valid until the next call."""
+    some 20 per layer. The logits come back in the graph's own buffer, valid until the next call. The first call
+    raises where the capture fails or its graph does not give the eager step's logits (``Planner`` then steps
+    eagerly): the column is then written again by whatever step comes next."""
 
     def __init__(self, model: Qwen3ForCausalLM, cache: KVCache):
         super().__init__(model, cache)
@@ -374,14 +376,28 @@ class CudaGraphStep(StaticStep):
     def __call__(self, token: torch.Tensor) -> torch.Tensor:
         self._feed(token)
         if self.graph is None:
-            side = torch.cuda.Stream(device=self.cache.device)
-            side.wait_stream(torch.cuda.current_stream(self.cache.device))
-            with torch.cuda.stream(side):
-                self.model.static_step(self.ids, self.position, self.cache)
-            torch.cuda.current_stream(self.cache.device).wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.logits = self.model.static_step(self.ids, self.position, self.cache)
+            self._capture()
         self.graph.replay()
         self.cache.length += 1
         return self.logits
+
+    def _capture(self) -> None:
+        """Warm up, capture, and replay once on the warm-up's own input: a graph whose logits are not the eager
+        step's is refused (``GraphMismatch``; the one host read of the phase)."""
+        device = self.cache.device
+        side = torch.cuda.Stream(device=device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            eager = self.model.static_step(self.ids, self.position, self.cache)
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.logits = self.model.static_step(self.ids, self.position, self.cache)
+        graph.replay()
+        if not torch.allclose(self.logits, eager, rtol=1e-3, atol=1e-3):
+            raise GraphMismatch("the captured step's logits differ from the eager step's")
+        self.graph = graph
+
+
+class GraphMismatch(RuntimeError):
+    pass

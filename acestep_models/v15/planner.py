@@ -50,6 +50,7 @@ backends are not reproduced (they sample differently).
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import time
@@ -60,6 +61,8 @@ import torch
 
 from ..common.progress import Interrupt, Interrupted, Progress, check_interrupt
 from .lm import CudaGraphStep, StaticStep
+
+log = logging.getLogger(__name__)
 
 # --- Official constants (acestep/constants.py, constrained_logits_processor.py, llm_inference.py) ---------------
 
@@ -830,11 +833,32 @@ class Planner:
                 if cache.device.type == "cuda" and resident and cache.capacity == cache.max_len
                 else "eager"
             )
-        if mode == "graph":
-            return CudaGraphStep(self.model, cache)
+        eager = lambda token: self._step(token, cache, B)  # noqa: E731
         if mode == "static":
             return StaticStep(self.model, cache)
-        return lambda token: self._step(token, cache, B)
+        if mode != "graph":
+            return eager
+        state = {"step": None}
+
+        def first_graph_then_eager_if_it_fails(token):
+            if state["step"] is None:
+                try:
+                    graph = CudaGraphStep(self.model, cache)
+                    logits = graph(token)
+                    state["step"] = graph
+                    return logits
+                except (
+                    Exception
+                ) as e:  # a GPU, driver or layer set the capture does not work with: decode eagerly
+                    log.warning(
+                        "5 Hz LM: no CUDA graph for the codes phase (%s: %s); decoding eagerly",
+                        type(e).__name__,
+                        e,
+                    )
+                    state["step"] = eager
+            return state["step"](token)
+
+        return first_graph_then_eager_if_it_fails
 
     def _host_loop(self, logits, cache, row, L, sampling, fsm, max_new, generator, progress, interrupt):
         """Phase 1: the decoder reads each token on the host (as the official one)."""

@@ -304,3 +304,12 @@ def test_the_cuda_graphs_step_is_one_fixed_sequence_of_ops(static_planner):
     reads = ("_local_scalar_dense", "is_nonzero", "nonzero", "item", "equal")
     assert not [op for op in steps[1] if any(r in op[0] for r in reads)]
     assert worst < 1e-5, worst
+
+
+def test_a_cuda_graph_that_cannot_be_made_falls_back_to_the_eager_step(planner, caplog):
+    """Asked for CUDA graphs where there is no CUDA (as a GPU, driver or layer set the capture fails on would), the
+    codes phase says so once and decodes eagerly: the official plan all the same."""
+    graphs = P.Planner(planner.model, planner.tok, step="graph")
+    with caplog.at_level("WARNING", logger="acestep_models.v15.planner"):
+        _check_case(graphs, "user_metas")
+    assert len([r for r in caplog.records if "no CUDA graph" in r.message]) == 1
