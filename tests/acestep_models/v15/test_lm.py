@@ -313,3 +313,20 @@ def test_a_cuda_graph_that_cannot_be_made_falls_back_to_the_eager_step(planner, 
     with caplog.at_level("WARNING", logger="acestep_models.v15.planner"):
         _check_case(graphs, "user_metas")
     assert len([r for r in caplog.records if "no CUDA graph" in r.message]) == 1
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device (run on the GPU machine)"
+)
+def test_on_cuda_the_graph_plans_what_the_eager_step_plans(qwen_bpe, caplog):
+    """On a CUDA device (float32), the codes phase through its CUDA graph draws the tokens the eager step draws,
+    CFG rows included, and keeps the graph (no fallback warning)."""
+    plans = {}
+    for step in ("eager", "graph"):
+        planner = P.load_planner(TINY_LM, device="cuda", tokenizer=qwen_bpe)
+        planner.step = step
+        case = CASES["cases"]["negative_prompt_cfg"]
+        with caplog.at_level("WARNING", logger="acestep_models.v15.planner"):
+            plans[step] = planner.plan(seed=case["seed"], **case["kwargs"])["audio_codes"]
+    assert plans["graph"] == plans["eager"]
+    assert not [r for r in caplog.records if "no CUDA graph" in r.message]
