@@ -106,9 +106,8 @@ class KVCache:
         def more(old: list[torch.Tensor]) -> list[torch.Tensor]:
             out = []
             for i in range(c.num_hidden_layers):
-                t = torch.zeros(
-                    shape, dtype=self.dtype, device=self.device
-                )  # (read, masked, by a static step)
+                # zeros: a static step reads (masked) the columns not yet written, so they must be finite
+                t = torch.zeros(shape, dtype=self.dtype, device=self.device)
                 if n:
                     t[:, :, :n] = old[i][:, :, :n]
                 out.append(t)

@@ -847,9 +847,8 @@ class Planner:
                     logits = graph(token)
                     state["step"] = graph
                     return logits
-                except (
-                    Exception
-                ) as e:  # a GPU, driver or layer set the capture does not work with: decode eagerly
+                # a GPU, driver or layer set the capture does not work with: decode eagerly
+                except Exception as e:
                     log.warning(
                         "5 Hz LM: no CUDA graph for the codes phase (%s: %s); decoding eagerly",
                         type(e).__name__,
